@@ -1,0 +1,1 @@
+"""CLIP checkpoints: loading, fingerprints, and building small ones from scratch."""

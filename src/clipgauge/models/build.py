@@ -1,0 +1,75 @@
+"""Build small CLIP checkpoints from scratch (random weights) as standard Hugging Face folders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+from clipgauge.models.tokenizer import build_word_tokenizer
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def make_image_processor(image_size: int) -> CLIPImageProcessor:
+    """The OpenAI CLIP preprocessing (resize shortest edge, centre crop, normalise) at a size."""
+    return CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=OPENAI_MEAN,
+        image_std=OPENAI_STD,
+        do_convert_rgb=True,
+    )
+
+
+def build_clip(
+    out_dir: str | Path,
+    words: Iterable[str],
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_width: int = 32,
+    vision_layers: int = 2,
+    vision_heads: int = 2,
+    text_width: int = 32,
+    text_layers: int = 2,
+    text_heads: int = 2,
+    projection_dim: int = 32,
+    context_length: int = 16,
+    seed: int = 0,
+) -> Path:
+    """Create a random-weight CLIP with a word-level tokenizer and save it as an HF folder."""
+    tokenizer = build_word_tokenizer(words, max_length=context_length)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=text_width,
+            intermediate_size=4 * text_width,
+            num_hidden_layers=text_layers,
+            num_attention_heads=text_heads,
+            max_position_embeddings=context_length,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=vision_width,
+            intermediate_size=4 * vision_width,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=vision_heads,
+            image_size=image_size,
+            patch_size=patch_size,
+        ),
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    make_image_processor(image_size).save_pretrained(out)
+    return out
