@@ -1,4 +1,4 @@
-"""A small word-level tokenizer for tiny and embedded CLIP models (saved as a standard HF tokenizer)."""
+"""A word-level tokenizer for tiny and embedded CLIP models, saved as a standard HF tokenizer."""
 
 from __future__ import annotations
 
