@@ -63,7 +63,7 @@ def run_pipeline(model_dir: Path, paths: list[str], batch_size: int | None) -> t
     start = time.perf_counter()
     out = pipe(paths, candidate_labels=CLASSES, hypothesis_template=TEMPLATE, **kwargs)
     elapsed = time.perf_counter() - start
-    return elapsed, [CLASSES.index(o[0]["label"]) for o in out]
+    return elapsed, [o[0]["label"] for o in out]
 
 
 def main() -> None:
@@ -96,7 +96,9 @@ def main() -> None:
         run_clipgauge(bundle, dataset.subset(range(8)), 8, 0)  # warm-up
 
         rows = []
-        t, pred_ours = run_clipgauge(bundle, dataset, 32, 1)
+        t, pred_ours = run_clipgauge(bundle, dataset, 32, 0)
+        rows.append(("clipgauge (batch 32, no worker)", t))
+        t, _ = run_clipgauge(bundle, dataset, 32, 1)
         rows.append(("clipgauge (batch 32, 1 worker)", t))
         t_default, pred_pipe = run_pipeline(model_dir, paths, None)
         rows.append(("pipeline (default batch)", t_default))
@@ -105,7 +107,7 @@ def main() -> None:
 
         agree = np.mean(
             [
-                pred_ours[order[str(Path(p).resolve())]] == q
+                dataset.class_names[pred_ours[order[str(Path(p).resolve())]]] == q
                 for p, q in zip(paths, pred_pipe, strict=True)
             ]
         )

@@ -76,10 +76,13 @@ def _collate(batch):
     return pixels, [i for _, i, _ in batch], errors
 
 
-def default_workers(n_items: int) -> int:
-    if n_items < 256:
+def default_workers(n_items: int, device: torch.device) -> int:
+    """Workers only pay off when the model runs on an accelerator: on CPU, torch already uses
+    every core for the forward pass and decoding workers compete with it (measured in
+    benchmarks/bench_zeroshot.py)."""
+    if n_items < 256 or device.type == "cpu":
         return 0
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 @torch.no_grad()
@@ -98,7 +101,7 @@ def encode_images(
     Without `skip_bad_images`, the first unreadable image raises a DataError naming it.
     """
     pixels_ds = _PixelDataset(dataset, bundle.image_processor)
-    workers = default_workers(len(dataset)) if num_workers is None else num_workers
+    workers = default_workers(len(dataset), bundle.device) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
         pixels_ds,
         batch_size=batch_size,

@@ -25,8 +25,7 @@ def make_image_processor(image_size: int) -> CLIPImageProcessor:
     )
 
 
-def build_clip(
-    out_dir: str | Path,
+def new_clip(
     words: Iterable[str],
     *,
     image_size: int = 32,
@@ -40,8 +39,8 @@ def build_clip(
     projection_dim: int = 32,
     context_length: int = 16,
     seed: int = 0,
-) -> Path:
-    """Create a random-weight CLIP with a word-level tokenizer and save it as an HF folder."""
+) -> tuple[CLIPModel, object, CLIPImageProcessor]:
+    """A random-weight CLIP (seeded), its word-level tokenizer and its image processor."""
     tokenizer = build_word_tokenizer(words, max_length=context_length)
     config = CLIPConfig(
         text_config=dict(
@@ -67,9 +66,22 @@ def build_clip(
     )
     torch.manual_seed(seed)
     model = CLIPModel(config)
+    return model, tokenizer, make_image_processor(image_size)
+
+
+def save_clip(out_dir: str | Path, model: CLIPModel, tokenizer, processor) -> Path:
+    """Save model, tokenizer and image processor as one Hugging Face checkpoint folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    make_image_processor(image_size).save_pretrained(out)
+    processor.save_pretrained(out)
     return out
+
+
+def build_clip(out_dir: str | Path, words: Iterable[str], **options) -> Path:
+    """Create a random-weight CLIP with a word-level tokenizer and save it as an HF folder.
+
+    `options` are those of `new_clip` (sizes, context length, seed).
+    """
+    return save_clip(out_dir, *new_clip(words, **options))
