@@ -1,0 +1,168 @@
+"""Pretrain `world-clip`: a small CLIP trained from scratch on captioned world images.
+
+The loss is transformers' CLIP loss (symmetric cross-entropy over image-text similarities in a
+batch). Sample i of the caption stream depends only on (seed, i), and torch runs with a fixed
+thread count, so the same config on the same machine gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from clipgauge import __version__
+from clipgauge.models.build import OPENAI_MEAN, OPENAI_STD, new_clip, save_clip
+from clipgauge.world.captions import max_caption_words, vocabulary
+from clipgauge.world.scene import WORLD_VERSION
+from clipgauge.world.stream import pretraining_stream
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that decides the pretrained weights (stored beside them)."""
+
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 150
+    weight_decay: float = 0.1
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    projection_dim: int = 128
+    threads: int = 2
+    # Rare domains in pretraining are where the model later shows domain shift.
+    domain_weights: dict[str, float] = field(
+        default_factory=lambda: {"photo": 1.0, "cartoon": 1.0, "sketch": 0.5, "painting": 0.15}
+    )
+    mention: dict[str, float] | None = None
+
+    def context_length(self) -> int:
+        # room for <bos>, <eos> and the longest caption or prompt, rounded up
+        return int(math.ceil((max_caption_words() + 2) / 8) * 8)
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 B x H x W x 3 -> normalised float B x 3 x H x W, as CLIPImageProcessor does at the
+    native size (its resize and centre crop are the identity there)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings and the temperature."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name
+        (no_decay if skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train a CLIP from scratch on the world's caption stream and save an HF folder."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer, processor = new_clip(
+        vocabulary(),
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        vision_width=cfg.vision_width,
+        vision_layers=cfg.vision_layers,
+        vision_heads=cfg.vision_heads,
+        text_width=cfg.text_width,
+        text_layers=cfg.text_layers,
+        text_heads=cfg.text_heads,
+        projection_dim=cfg.projection_dim,
+        context_length=cfg.context_length(),
+        seed=cfg.seed,
+    )
+    model.train()
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    stream = pretraining_stream(
+        cfg.seed, cfg.batch_size, cfg.image_size, cfg.domain_weights, cfg.mention
+    )
+    log = []
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
+    for step in bar:
+        images, captions = next(stream)
+        tokens = tokenizer(captions, padding=True, return_tensors="pt")
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        out = model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=_pixels(images),
+            return_loss=True,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        loss = float(out.loss.detach())
+        if not math.isfinite(loss):
+            raise RuntimeError(f"pretraining diverged at step {step} (loss {loss})")
+        bar.set_postfix(loss=f"{loss:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        if step % 50 == 0 or step == cfg.steps - 1:
+            log.append({"step": step, "loss": loss, "seconds": time.perf_counter() - start})
+    seconds = time.perf_counter() - start
+    model.eval()
+    return _save(cfg, out_dir, model, tokenizer, processor, log, seconds)
+
+
+def _save(cfg, out_dir, model, tokenizer, processor, log, seconds) -> Path:
+    """Write to a temporary sibling folder, then swap it in: no half-written checkpoint."""
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_clip(tmp, model, tokenizer, processor)
+    record = {
+        "config": asdict(cfg),
+        "context_length": cfg.context_length(),
+        "world_version": WORLD_VERSION,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": round(seconds, 1),
+        "final_loss": log[-1]["loss"] if log else None,
+        "clipgauge_version": __version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "machine": platform.machine(),
+        "log": log,
+    }
+    (tmp / "pretraining.json").write_text(json.dumps(record, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+from clipgauge.cli import main
+from clipgauge.world import pretraining_stream, vocabulary
+from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain
+from clipgauge.world.zeroshot import markdown_table, world_zeroshot
+
+TINY = dict(
+    steps=3,
+    batch_size=8,
+    warmup_steps=1,
+    vision_width=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    projection_dim=16,
+    image_size=32,
+    threads=1,
+)
+
+
+def test_pretrain_writes_a_plain_hf_checkpoint(tmp_path):
+    out = pretrain(PretrainConfig(**TINY), tmp_path / "wc", progress=False)
+    model = CLIPModel.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    proc = CLIPImageProcessor.from_pretrained(out)
+    assert model.config.vision_config.image_size == 32
+    assert proc.crop_size == {"height": 32, "width": 32}
+    record = json.loads((out / "pretraining.json").read_text())
+    assert record["config"]["steps"] == 3 and len(record["log"]) >= 2
+    # every caption word is in the tokenizer: nothing maps to <unk>
+    ids = tok(vocabulary())["input_ids"]
+    assert all(tok.unk_token_id not in row for row in ids)
+    assert not any(tmp_path.glob(".*tmp"))
+
+
+def test_pretrain_is_deterministic(tmp_path):
+    a = pretrain(PretrainConfig(**TINY), tmp_path / "a", progress=False)
+    b = pretrain(PretrainConfig(**TINY), tmp_path / "b", progress=False)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = pretrain(PretrainConfig(**{**TINY, "seed": 1}), tmp_path / "c", progress=False)
+    wc = load_file(c / "model.safetensors")
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_training_pixels_equal_the_image_processor(tmp_path):
+    out = pretrain(PretrainConfig(**{**TINY, "steps": 1}), tmp_path / "wc", progress=False)
+    proc = CLIPImageProcessor.from_pretrained(out)
+    images, _ = next(pretraining_stream(0, 4, size=32))
+    ours = _pixels(images)
+    ref = proc(images=list(images), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_world_zeroshot_table(tmp_path):
+    out = pretrain(PretrainConfig(**{**TINY, "steps": 1}), tmp_path / "wc", progress=False)
+    reports = world_zeroshot(out, per_class=2)
+    assert set(reports) >= {"shapes", "colours", "textures", "counts", "positions"}
+    table = markdown_table(reports)
+    assert table.count("\n") > 2 * len(reports)
+    for report in reports.values():
+        accs = [row["zero_shot_accuracy"] for row in report.rows.values()]
+        assert all(0.0 <= a <= 1.0 for a in accs)
+
+
+def test_world_cli_commands(tmp_path, capsys):
+    assert main(["world", "tasks", "--json", str(tmp_path / "tasks.json")]) == 0
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert "shapes" in tasks and tasks["shapes"]["classes"]
+    assert main(["world", "show", "--out", str(tmp_path / "grid.png"), "--per-domain", "3"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    out = tmp_path / "export"
+    args = ["world", "export", "--task", "sizes", "--per-class", "2", "--out", str(out)]
+    assert main(args) == 0
+    pngs = sorted(out.rglob("*.png"))
+    assert len(pngs) == 2 * 2 * len(tasks["sizes"]["domains"])
+    code = main(["measure", "--model", "nope/not-here", "--data", "world:unknown-task"])
+    assert code == 2
+
+
+def test_world_data_through_measure(tmp_path, capsys):
+    model = pretrain(PretrainConfig(**{**TINY, "steps": 1}), tmp_path / "wc", progress=False)
+    code = main(
+        [
+            "measure",
+            "--model",
+            str(model),
+            "--data",
+            "world:sizes?per_class=3",
+            "--no-cache",
+            "--no-progress",
+            "--json",
+            str(tmp_path / "m.json"),
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["overall"]["n_classes"] == 2
+    assert report["provenance"]["data"]["kind"] == "world"
+    assert np.isfinite(report["overall"]["acs"])
