@@ -29,3 +29,14 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     from clipgauge.models.build import build_clip
 
     return build_clip(tmp_path_factory.mktemp("models") / "tiny-clip", TINY_WORDS, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train far faster on one thread, above all on a busy shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

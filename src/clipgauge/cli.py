@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from clipgauge import __version__
 from clipgauge.errors import ClipgaugeError
+from clipgauge.world import commands as world_commands
 
 DEFAULT_MODEL = "world-clip"
 
@@ -148,16 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output FILE.safetensors (+ FILE.json sidecar)")
     p.set_defaults(func=cmd_embed)
 
-    _add_world_commands(sub)
+    world_commands.add_commands(sub)
+    from clipgauge.training.commands import add_commands
+
+    add_commands(sub)
     return parser
-
-
-def _add_world_commands(sub) -> None:
-    try:
-        from clipgauge.world.cli import add_world_parser
-    except ImportError:
-        return
-    add_world_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

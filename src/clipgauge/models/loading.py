@@ -7,12 +7,14 @@ import json
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+from transformers.utils import logging as hf_logging
 
 from clipgauge.errors import ModelError
 
@@ -184,6 +186,22 @@ def checkpoint_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextmanager
+def _quiet_transformers():
+    """Hide per-load weight progress bars and the expected 'no torchvision, using the PIL image
+    processor' notice; real errors still raise."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_clip(
     name_or_path: str = "world-clip", *, device: str | None = None, dtype: str = "fp32"
 ) -> ClipBundle:
@@ -197,9 +215,10 @@ def load_clip(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
-        model = CLIPModel.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        processor = CLIPImageProcessor.from_pretrained(path)
+        with _quiet_transformers():
+            model = CLIPModel.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            processor = CLIPImageProcessor.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ModelError(f"could not load the CLIP checkpoint in {path}: {err}") from err
     model.to(dev).eval()

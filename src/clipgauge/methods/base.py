@@ -1,0 +1,280 @@
+"""What every fine-tuning method shares: the tuned-model wrapper, the hook interface, options.
+
+A method is a config dataclass plus a `Method` subclass with a few hooks the training engine
+calls (`prepare`, `trained_state`, `load_trained`, `merge`, `trains_text_tower`). The engine
+never asks which method it runs; it only calls these hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel
+
+from clipgauge.errors import ClipgaugeError
+
+TOWERS = ("both", "image", "text")
+TOWER_PREFIXES = {"image": "vision_model.", "text": "text_model."}
+# Parameters that only shape text features: the engine recomputes class prompts when any trains.
+TEXT_SIDE_PREFIXES = ("clip.text_model.", "clip.text_projection.", "text_adapter.")
+ADAPTER_PREFIXES = ("image_adapter.", "text_adapter.")
+BLOCK_PARAM = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.(.+)$")
+
+
+class MethodError(ClipgaugeError):
+    """A method name, option or trained-weights file does not fit."""
+
+
+class NotMergeableError(MethodError):
+    """The method's trained model cannot be written as a plain CLIPModel (the reason says why)."""
+
+
+def _features(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def class_embeddings(text_features: torch.Tensor, num_templates: int) -> torch.Tensor:
+    """One normalised embedding per class from prompts ordered template-major (T*C rows)."""
+    per_template = F.normalize(text_features, dim=-1)
+    per_template = per_template.view(num_templates, -1, per_template.shape[-1])
+    return F.normalize(per_template.mean(dim=0), dim=-1)
+
+
+class TunedClip(nn.Module):
+    """A CLIPModel plus optional adapters on its image and text embeddings.
+
+    It quacks like a CLIPModel for `clipgauge.embeddings` (`get_image_features`,
+    `get_text_features`, `logit_scale`, `config`), but returns plain feature tensors.
+    `extras` holds objects a method needs later but that must not be submodules (for LoRA,
+    the peft wrapper around `clip`).
+    """
+
+    def __init__(
+        self,
+        clip: CLIPModel,
+        image_adapter: nn.Module | None = None,
+        text_adapter: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.clip = clip
+        self.image_adapter = image_adapter
+        self.text_adapter = text_adapter
+        self.extras: dict[str, Any] = {}
+
+    @property
+    def config(self):
+        return self.clip.config
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.clip.logit_scale
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Projected, un-normalised image embeddings (after the image adapter, if any)."""
+        x = _features(self.clip.get_image_features(pixel_values=pixel_values, **kwargs))
+        return x if self.image_adapter is None else self.image_adapter(x)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """Projected, un-normalised text embeddings (after the text adapter, if any)."""
+        x = _features(
+            self.clip.get_text_features(
+                input_ids=input_ids, attention_mask=attention_mask, **kwargs
+            )
+        )
+        return x if self.text_adapter is None else self.text_adapter(x)
+
+    def encode_classes(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_templates: int = 1
+    ) -> torch.Tensor:
+        """Normalised class embeddings (C x D) from template-major class prompts."""
+        return class_embeddings(self.get_text_features(input_ids, attention_mask), num_templates)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        class_embeds: torch.Tensor | None = None,
+        num_templates: int = 1,
+    ) -> torch.Tensor:
+        """Class logits: logit_scale.exp() * cos(image, class prompt), B x C.
+
+        Give either tokenised class prompts (text features computed, with gradients) or
+        precomputed normalised `class_embeds`. Training goes through forward so that
+        DistributedDataParallel sees it.
+        """
+        if class_embeds is None:
+            if input_ids is None:
+                raise ValueError("forward needs class prompts (input_ids) or class_embeds")
+            class_embeds = self.encode_classes(input_ids, attention_mask, num_templates)
+        image = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        return self.logit_scale.exp() * image @ class_embeds.to(image.dtype).T
+
+
+def state_key(name: str) -> str:
+    """Trained-tensor key of a TunedClip parameter: CLIP names stay CLIPModel state-dict names."""
+    return name.removeprefix("clip.")
+
+
+def trainable_by_key(tuned: TunedClip) -> dict[str, nn.Parameter]:
+    return {state_key(n): p for n, p in tuned.named_parameters() if p.requires_grad}
+
+
+def train_only(model: nn.Module, predicate: Callable[[str], bool]) -> None:
+    """Freeze every parameter of `model` except those whose name satisfies `predicate`."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(predicate(name))
+
+
+def tower_prefixes(towers: str) -> tuple[str, ...]:
+    """Parameter-name prefixes of the chosen towers (`both`, `image` or `text`)."""
+    if towers == "both":
+        return (TOWER_PREFIXES["image"], TOWER_PREFIXES["text"])
+    return (TOWER_PREFIXES[towers],)
+
+
+def parse_blocks(spec: str, num_layers: int, tower: str) -> set[int]:
+    """Block indices from `all`, `A-B` (inclusive) or a comma list of those, e.g. `0-3,8`."""
+    if spec.strip() == "all":
+        return set(range(num_layers))
+    blocks: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise MethodError(f"blocks={spec!r}: {part!r} is not N or A-B (or use 'all')")
+        first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        if first > last or last >= num_layers:
+            raise MethodError(
+                f"blocks={spec!r}: {part!r} is outside the {tower} tower's blocks "
+                f"0-{num_layers - 1}"
+            )
+        blocks.update(range(first, last + 1))
+    return blocks
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MethodError(f"{option}={value!r} is not one of {', '.join(choices)}")
+
+
+def _coerce(option: str, value: Any, kind: Any) -> Any:
+    """Turn a CLI string (or a JSON value) into the field's type."""
+    origin = typing.get_origin(kind)
+    try:
+        if origin is tuple:
+            parts = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(p).strip() for p in parts if str(p).strip())
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        name = getattr(kind, "__name__", str(kind))
+        raise MethodError(f"option {option}={value!r} is not a valid {name}") from None
+
+
+class Method:
+    """Base of every fine-tuning method. Subclasses set the class attributes and `prepare`.
+
+    The default hooks treat "what trains" as exactly the parameters left with
+    `requires_grad=True` by `prepare`, so most methods only select parameters.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    description: ClassVar[str] = ""
+    # Whether training changes CLIP's own weights (what WiSE-FT interpolates).
+    changes_base_weights: ClassVar[bool] = True
+
+    def make_config(self, options: Mapping[str, Any] | None = None):
+        """The method's config with `options` (CLI strings or typed values) applied."""
+        options = dict(options or {})
+        hints = typing.get_type_hints(self.config_class)
+        fields = {f.name: f for f in dataclasses.fields(self.config_class)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise MethodError(
+                f"method {self.name} has no option(s) {', '.join(unknown)}; "
+                f"options: {self.describe_options() or 'none'}"
+            )
+        values = {k: _coerce(k, v, hints[k]) for k, v in options.items()}
+        return self.config_class(**values)
+
+    def describe_options(self) -> str:
+        """`name=default (help)` for each option, for error messages and help texts."""
+        parts = []
+        for f in dataclasses.fields(self.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            parts.append(f"{f.name}={shown} ({f.metadata.get('help', '')})")
+        return "; ".join(parts)
+
+    def prepare(self, clip_model: CLIPModel, config) -> TunedClip:
+        """Freeze, select trainable parameters and add modules; modifies `clip_model`."""
+        raise NotImplementedError
+
+    def trained_state(self, tuned: TunedClip) -> dict[str, torch.Tensor]:
+        """Copies (on CPU) of exactly the tensors training changed, by state key."""
+        return {k: p.detach().to("cpu", copy=True) for k, p in trainable_by_key(tuned).items()}
+
+    def load_trained(self, tuned: TunedClip, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Put tensors from `trained_state` back into a freshly prepared model."""
+        params = trainable_by_key(tuned)
+        missing = sorted(set(params) - set(tensors))
+        unexpected = sorted(set(tensors) - set(params))
+        if missing or unexpected:
+            raise MethodError(
+                f"trained weights do not fit method {self.name} as configured: "
+                f"{len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        with torch.no_grad():
+            for key, param in params.items():
+                tensor = tensors[key]
+                if tensor.shape != param.shape:
+                    raise MethodError(
+                        f"trained tensor {key} has shape {tuple(tensor.shape)}, the model "
+                        f"expects {tuple(param.shape)}"
+                    )
+                param.copy_(tensor.to(param.device, param.dtype))
+
+    def merge(self, tuned: TunedClip) -> CLIPModel:
+        """A plain CLIPModel with the same outputs; may consume `tuned`."""
+        if tuned.image_adapter is not None or tuned.text_adapter is not None:
+            raise NotMergeableError(f"method {self.name} adds modules outside CLIPModel")
+        return tuned.clip
+
+    def trains_text_tower(self, tuned: TunedClip) -> bool:
+        """Whether anything that shapes text features trains (else they are computed once)."""
+        return any(
+            p.requires_grad and n.startswith(TEXT_SIDE_PREFIXES)
+            for n, p in tuned.named_parameters()
+        )
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

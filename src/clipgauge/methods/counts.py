@@ -1,0 +1,27 @@
+"""Trainable and total parameter counts of every method for a CLIP architecture."""
+
+from __future__ import annotations
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from clipgauge.methods.base import count_parameters
+from clipgauge.methods.registry import get_method, method_names
+
+
+def parameter_counts(
+    clip_config: CLIPConfig, names: list[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """{method: {"trainable": n, "total": n}} with each method's default options.
+
+    Models are built on the meta device: only shapes are needed, so this is instant and
+    allocates nothing even for large models.
+    """
+    counts = {}
+    for name in names or method_names():
+        method = get_method(name)
+        with torch.device("meta"):
+            tuned = method.prepare(CLIPModel(clip_config), method.make_config())
+        trainable, total = count_parameters(tuned)
+        counts[name] = {"trainable": trainable, "total": total}
+    return counts

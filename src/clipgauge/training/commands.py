@@ -1,0 +1,262 @@
+"""`clipgauge finetune | evaluate | export | methods`: thin argparse layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from clipgauge.cli import DEFAULT_MODEL, _csv_list
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value (e.g. rank=8)")
+    return key.strip(), value.strip()
+
+
+def _warmup(text: str) -> dict:
+    """`--warmup 100` is 100 steps; `--warmup 0.1` is 10% of all steps."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--warmup {text!r} is not a number") from None
+    if 0 <= value < 1:
+        return {"warmup_ratio": value}
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"--warmup {text}: give whole steps or a fraction < 1")
+    return {"warmup_steps": int(value)}
+
+
+def _templates(values: list[str] | None):
+    return values[0] if values and len(values) == 1 else values
+
+
+def _cache(args):
+    from clipgauge.cache import TensorCache
+
+    return None if args.no_cache else TensorCache(args.cache_dir)
+
+
+def cmd_finetune(args) -> int:
+    from clipgauge.training.runs import finetune
+
+    overrides = {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "schedule": args.schedule,
+        "seed": args.seed,
+        "mixed_precision": args.mixed_precision,
+        "grad_accum": args.grad_accum,
+        "val_fraction": args.val_fraction,
+        "num_workers": args.workers,
+        "log_with": args.log_with,
+        **(args.warmup or {}),
+    }
+    result = finetune(
+        args.model,
+        args.data,
+        args.train_domains,
+        args.method,
+        dict(args.method_opt or []),
+        overrides,
+        args.out,
+        _templates(args.template),
+        resume=args.resume,
+        preset=args.preset,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        device=args.device,
+        dtype=args.dtype,
+        keep_checkpoint=args.keep_checkpoint,
+        progress=not args.no_progress,
+    )
+    val = result.best_val_accuracy
+    print(
+        f"{result.method}: {result.trainable_parameters:,} trained parameters, "
+        f"{result.steps} steps, best epoch {result.best_epoch}"
+        + (f" (val acc {val:.4f})" if val is not None else "")
+    )
+    print(f"wrote {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from clipgauge.training.runs import evaluate_run
+
+    report = evaluate_run(
+        args.run,
+        args.data,
+        domains=args.domains,
+        split=args.split,
+        templates=_templates(args.template),
+        cache=_cache(args),
+        device=args.device,
+        model=args.model,
+        wise_alpha=args.wise_alpha,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.no_progress,
+    )
+    print(report.table())
+    if args.json:
+        print(f"wrote {report.save_json(args.json)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from clipgauge.training.runs import export_run
+
+    out = export_run(args.run, args.out, wise_alpha=args.wise_alpha, device=args.device)
+    print(f"wrote {out} (loads with transformers.CLIPModel.from_pretrained)")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from clipgauge.methods import get_method, parameter_counts
+    from clipgauge.models.loading import load_clip
+
+    bundle = load_clip(args.model, device="cpu")
+    counts = parameter_counts(bundle.model.config)
+    header = f"{'method':<14}{'trainable':>14}{'total':>14}{'share':>9}  trains"
+    print(header)
+    print("-" * len(header))
+    for name, row in counts.items():
+        share = row["trainable"] / row["total"]
+        print(
+            f"{name:<14}{row['trainable']:>14,}{row['total']:>14,}{share:>9.2%}  "
+            f"{get_method(name).description}"
+        )
+    if args.json:
+        from clipgauge.cache import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), json.dumps(counts, indent=2).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune CLIP with a method; writes a run folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="base CLIP checkpoint")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu forces the CPU; by default accelerate places the model (GPU if any; "
+        "`accelerate launch` for several)",
+    )
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--data", required=True, help="dataset folder, CSV manifest or world:<task>")
+    p.add_argument(
+        "--train-domains",
+        type=_csv_list,
+        default=None,
+        help="comma-separated domains to train on (default: all)",
+    )
+    p.add_argument("--method", required=True, help="method name (`clipgauge methods` lists them)")
+    p.add_argument(
+        "--method-opt",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="method option, repeatable (e.g. rank=8, towers=image, blocks=6-11)",
+    )
+    p.add_argument("--template", action="append", default=None, help="prompt template(s)")
+    g = p.add_argument_group("training (default: the preset's, else TrainConfig's)")
+    g.add_argument(
+        "--preset",
+        default="auto",
+        help="named defaults from presets.yaml: world-clip, paper-vitb32, none (default: auto "
+        "= the preset named like --model, if any)",
+    )
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=None)
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--warmup", type=_warmup, default=None, help="N steps, or a fraction < 1")
+    g.add_argument("--schedule", choices=["cosine", "constant"], default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
+    g.add_argument("--grad-accum", type=int, default=None, help="batches per optimizer step")
+    g.add_argument("--val-fraction", type=float, default=None, help="0 = no validation")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    g.add_argument("--log-with", choices=["tensorboard", "wandb", "mlflow", "all"], default=None)
+    d = p.add_argument_group("data split")
+    d.add_argument(
+        "--split",
+        choices=["train", "all"],
+        default="train",
+        help="train on the train side of the per-domain train/test split (default) or all",
+    )
+    d.add_argument("--test-fraction", type=float, default=0.2)
+    d.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint/ at the end")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="accuracy and measures per domain of a fine-tuned run")
+    p.add_argument("--run", required=True, help="run folder written by `clipgauge finetune`")
+    p.add_argument("--data", required=True, help="dataset folder, CSV manifest or world:<task>")
+    p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domains")
+    p.add_argument(
+        "--split",
+        choices=["auto", "all", "train", "test"],
+        default="auto",
+        help="auto (default): the run's training domains on their unseen test images, other "
+        "domains on all images",
+    )
+    p.add_argument("--template", action="append", default=None, help="default: the run's")
+    p.add_argument("--model", default=None, help="where the base model is now, if it moved")
+    p.add_argument("--wise-alpha", type=float, default=None, help="evaluate WiSE-FT weights")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", default=None, help="also write the numbers with provenance here")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a run as a full merged Hugging Face checkpoint")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True, help="new folder for the checkpoint")
+    p.add_argument(
+        "--wise-alpha",
+        type=float,
+        default=None,
+        help="WiSE-FT: (1-A) * zero-shot + A * fine-tuned weights, A in [0, 1]",
+    )
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_methods(sub) -> None:
+    p = sub.add_parser("methods", help="fine-tuning methods with their parameter counts")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--json", default=None, help='write {"method": {"trainable", "total"}} here')
+    p.set_defaults(func=cmd_methods)
+
+
+def add_commands(subparsers) -> None:
+    """Register finetune, evaluate, export and methods on the clipgauge parser."""
+    _add_finetune(subparsers)
+    _add_evaluate(subparsers)
+    _add_export(subparsers)
+    _add_methods(subparsers)
