@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from clipgauge.cache import TensorCache
-from clipgauge.models.build import build_clip
+from clipgauge.models.build import VIT_B32_SHAPE, build_clip
 from clipgauge.task_measures import measure
 
 CLASSES = ["cat", "dog", "car", "tree", "house", "boat", "bird", "horse", "plane", "flower"]
@@ -44,16 +44,7 @@ def main() -> None:
             build_clip(
                 tmp / "vit-b-32",
                 CLASSES + ["a", "photo", "of"],
-                image_size=224,
-                patch_size=32,
-                vision_width=768,
-                vision_layers=12,
-                vision_heads=12,
-                text_width=512,
-                text_layers=12,
-                text_heads=8,
-                projection_dim=512,
-                context_length=77,
+                **VIT_B32_SHAPE,
             )
         )
         cache = TensorCache(tmp / "cache")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from clipgauge.data.folders import from_folder
 from clipgauge.embeddings import embed_dataset
-from clipgauge.models.build import build_clip
+from clipgauge.models.build import VIT_B32_SHAPE, build_clip
 from clipgauge.models.loading import load_clip
 
 CLASSES = ["cat", "dog", "car", "tree", "house", "boat", "bird", "horse", "plane", "flower"]
@@ -78,16 +78,7 @@ def main() -> None:
         model_dir = build_clip(
             tmp / "vit-b-32",
             words,
-            image_size=224,
-            patch_size=32,
-            vision_width=768,
-            vision_layers=12,
-            vision_heads=12,
-            text_width=512,
-            text_layers=12,
-            text_heads=8,
-            projection_dim=512,
-            context_length=77,
+            **VIT_B32_SHAPE,
         )
         paths = make_images(tmp / "images", args.images)
         bundle = load_clip(str(model_dir), device="cpu")

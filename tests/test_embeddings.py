@@ -117,3 +117,15 @@ def test_save_embeddings_file_and_sidecar(bundle, domainbed_root, tmp_path):
     assert meta["model"]["fingerprint"] == bundle.fingerprint
     assert meta["preprocessing"]["crop_size"] == {"height": 32, "width": 32}
     assert len(meta["paths"]) == len(data)
+
+
+def test_atomic_writes_are_world_readable(tmp_path):
+    import stat
+
+    from clipgauge.cache import atomic_write_bytes
+
+    target = tmp_path / "report.html"
+    atomic_write_bytes(target, b"<html></html>")
+    mode = stat.S_IMODE(target.stat().st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH
+    assert target.read_bytes() == b"<html></html>"

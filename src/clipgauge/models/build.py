@@ -13,6 +13,21 @@ from clipgauge.models.tokenizer import build_word_tokenizer
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
+# The shape of OpenAI's CLIP ViT-B/32 (transformers' CLIPConfig defaults with patch 32), for
+# benchmarks with random weights.
+VIT_B32_SHAPE = dict(
+    image_size=224,
+    patch_size=32,
+    vision_width=768,
+    vision_layers=12,
+    vision_heads=12,
+    text_width=512,
+    text_layers=12,
+    text_heads=8,
+    projection_dim=512,
+    context_length=77,
+)
+
 
 def make_image_processor(image_size: int) -> CLIPImageProcessor:
     """The OpenAI CLIP preprocessing (resize shortest edge, centre crop, normalise) at a size."""

@@ -1,0 +1,112 @@
+"""`clipgauge report | advise`: thin argparse layer over clipgauge.report and clipgauge.analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _need_report_extra() -> None:
+    try:
+        import matplotlib  # noqa: F401
+        import pandas  # noqa: F401
+    except ImportError as err:
+        from clipgauge.errors import ClipgaugeError
+
+        raise ClipgaugeError(
+            f"{err.name} is missing: install the report extra, pip install 'clipgauge[report]'"
+        ) from None
+
+
+def cmd_report(args) -> int:
+    _need_report_extra()
+    from clipgauge.analysis.load import load_study
+    from clipgauge.analysis.summary import format_method_table, method_summary, verdict_sentence
+    from clipgauge.report.build import build_report
+
+    study = load_study(args.dir)
+    summary = method_summary(study)
+    md_path = build_report(study)
+    print(format_method_table(summary))
+    n_tasks = int(summary["n_tasks"].max()) if len(summary) else 0
+    print(verdict_sentence(summary, n_tasks) if len(summary) else "No runs.")
+    print(f"wrote {md_path}")
+    print(f"wrote {md_path.with_suffix('.html')}")
+    print(f"figures in {Path(md_path).parent / 'figures'}")
+    return 0
+
+
+def cmd_advise(args) -> int:
+    _need_report_extra()
+    from clipgauge.analysis.advise import advise
+    from clipgauge.cache import TensorCache
+
+    templates = args.template[0] if args.template and len(args.template) == 1 else args.template
+    advice = advise(
+        args.study,
+        args.data,
+        model=args.model,
+        templates=templates,
+        domains=args.domains,
+        cache=None if args.no_cache else TensorCache(args.cache_dir),
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    measure = advice.measure or "no measure"
+    print(f"new task: {measure} = {advice.measure_value:.4g}")
+    print(advice.table())
+    print(f"recommended: {advice.recommended}")
+    print(advice.reason)
+    for note in advice.notes:
+        print(f"note: {note}")
+    if args.json:
+        print(f"wrote {advice.save_json(args.json)}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register `report` and `advise` on the main parser's subcommands."""
+    p = subparsers.add_parser(
+        "report",
+        help="rebuild report.md, report.html and figures of a study folder from its databases",
+    )
+    p.add_argument("dir", help="study folder (holding study*.sqlite)")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
+        "advise",
+        help="measure a new task zero-shot and recommend a fine-tuning method from a study",
+    )
+    p.add_argument("--study", required=True, help="study folder (holding study*.sqlite)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="folder (<domain>/<class>/<img> or <class>/<img>), CSV manifest, or world:<task>",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="CLIP checkpoint to measure with (default: the study's model; others are not "
+        "comparable)",
+    )
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help="prompt template with {} (repeat for an ensemble) or a templates file "
+        "(default: 'a photo of a {}.')",
+    )
+    p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domain names")
+    p.add_argument("--json", default=None, help="also write the advice and predictions here")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/clipgauge)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_advise)
