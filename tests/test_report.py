@@ -133,3 +133,12 @@ def test_advise_cli_prints_recommendation_and_json(tmp_path, capsys, tiny_clip_d
     assert "recommended: " in out
     assert "[95% prediction interval]" in out
     assert (tmp_path / "advice.json").is_file()
+
+
+def test_report_with_a_single_seed(tmp_path):
+    from clipgauge.analysis.summary import method_table
+
+    planted_study(tmp_path / "one-seed", seeds=(0,), fail=())
+    table = method_table(tmp_path / "one-seed")
+    assert "aclip" in table
+    assert build_report(tmp_path / "one-seed").is_file()

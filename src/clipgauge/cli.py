@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     from clipgauge.training.commands import add_commands
 
     add_commands(sub)
+    from clipgauge.study.commands import add_commands as add_study_commands
+
+    add_study_commands(sub)
+    from clipgauge.report.commands import add_commands as add_report_commands
+
+    add_report_commands(sub)
     return parser
 
 

@@ -147,6 +147,9 @@ def method_summary(study: Study | str | Path) -> pd.DataFrame:
     columns = ["method", *[f"{n}{s}" for n in OUTCOMES for s in ("", "_std")]]
     columns += ["n_seeds", "n_tasks", "n_runs", "failed_runs", "unfinished_runs"]
     table = pd.DataFrame(rows, columns=[*columns, "no_baseline_runs"])
+    # plain float64 so a missing spread (one seed) is NaN, never pandas' NA
+    outcome_columns = columns[1 : 1 + 2 * len(OUTCOMES)]
+    table[outcome_columns] = table[outcome_columns].astype("float64")
     table["rank"] = table["score"].rank(ascending=False, method="min")  # float: NaN if unranked
     table = table.sort_values(["rank", "method"], na_position="last").set_index("method")
     return table
