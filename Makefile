@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.clipgauge-installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench world-table clean-venv
 
 $(STAMP): pyproject.toml
 	@# Reuse a torch that is already importable (e.g. your own CUDA build); else the pinned CPU build.
@@ -25,13 +25,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# The main job: the shipped `world` study on world-clip (about 20 minutes on 2 CPU cores).
 demo: $(STAMP)
-	$(VENV)/bin/clipgauge measure --model world-clip --data world:shapes --json demo-measure.json
+	$(VENV)/bin/clipgauge study world --out studies/world
+
+# The README's zero-shot table of world-clip on every world task and domain.
+world-table: $(STAMP)
+	$(VENV)/bin/clipgauge world zeroshot --per-class 50 --no-progress
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_silhouette.py
 	$(PY) benchmarks/bench_zeroshot.py
 	$(PY) benchmarks/bench_cache.py
+	$(PY) benchmarks/bench_methods.py
+	$(PY) benchmarks/bench_world.py
 
 clean-venv:
 	rm -rf $(VENV)

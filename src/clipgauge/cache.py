@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from clipgauge.errors import CacheError
+
 CACHE_VERSION = "1"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def default_cache_dir() -> Path:
@@ -84,6 +88,10 @@ class TensorCache:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
 
     def path(self, kind: str, key: str) -> Path:
+        """`<dir>/<kind>/<key>.safetensors`; both must be plain names, so no entry leaves `dir`."""
+        for part in (kind, key):
+            if not _PLAIN_NAME.fullmatch(part):
+                raise CacheError(f"cache kinds and keys are letters, digits, - and _; not {part!r}")
         return self.directory / kind / f"{key}.safetensors"
 
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:

@@ -35,6 +35,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domain names")
     p.add_argument(
+        "--class-map",
+        default=None,
+        help="class names to display and prompt with: a .json/.yaml mapping or .txt/.csv lines "
+        "`folder or label,display name` (with a CSV manifest: its keys are the classes)",
+    )
+    p.add_argument(
         "--template",
         action="append",
         default=None,
@@ -82,6 +88,7 @@ def cmd_measure(args) -> int:
         args.model,
         args.data,
         domains=args.domains,
+        class_map=args.class_map,
         templates=_templates(args),
         split=args.split,
         seed=args.seed,
@@ -104,12 +111,13 @@ def cmd_measure(args) -> int:
 def cmd_embed(args) -> int:
     from clipgauge.data.open import open_dataset
     from clipgauge.data.splits import select_split
-    from clipgauge.embeddings import embed_dataset, save_embeddings
+    from clipgauge.embeddings import check_embeddings_path, embed_dataset, save_embeddings
     from clipgauge.models.loading import load_clip
     from clipgauge.prompts import load_templates
 
+    check_embeddings_path(args.out)  # before the work, not after it
     templates = load_templates(_templates(args))
-    dataset = open_dataset(args.data, domains=args.domains)
+    dataset = open_dataset(args.data, domains=args.domains, class_map=args.class_map)
     dataset = select_split(dataset, args.split, seed=args.seed, test_fraction=args.test_fraction)
     bundle = load_clip(args.model, device=args.device, dtype=args.dtype)
     embeddings = embed_dataset(
@@ -168,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ClipgaugeError as err:
         print(f"clipgauge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an output path in a missing or read-only place
+        print(
+            f"clipgauge {args.command}: error: {err}; check that the path exists and is "
+            "writable (or readable)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"clipgauge {args.command}: interrupted", file=sys.stderr)

@@ -267,11 +267,19 @@ def embed_dataset(
     )
 
 
-def save_embeddings(embeddings: TaskEmbeddings, out: str | Path) -> tuple[Path, Path]:
-    """Write image_embeds, text_embeds, labels, domains as safetensors plus a sidecar JSON."""
+def check_embeddings_path(out: str | Path) -> Path:
+    """The embeddings file to write; it must end in .safetensors."""
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ClipgaugeError(f"--out {out} must end in .safetensors")
+        raise ClipgaugeError(
+            f"--out {out} must end in .safetensors, e.g. --out embeddings.safetensors"
+        )
+    return out
+
+
+def save_embeddings(embeddings: TaskEmbeddings, out: str | Path) -> tuple[Path, Path]:
+    """Write image_embeds, text_embeds, labels, domains as safetensors plus a sidecar JSON."""
+    out = check_embeddings_path(out)
     sidecar = out.with_suffix(".json")
     atomic_save_tensors(
         out,

@@ -41,10 +41,22 @@ def load_templates(spec: str | Sequence[str] | None) -> list[str]:
     if "{}" not in spec and path.suffix.lower() in (".txt", ".json", ".yaml", ".yml"):
         if not path.is_file():
             raise ClipgaugeError(f"--template file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ClipgaugeError(
+                f"cannot read --template file {path} ({err}); save it as UTF-8 text"
+            ) from None
         if path.suffix.lower() == ".txt":
             return _validate(text.splitlines(), str(path))
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+            raise ClipgaugeError(
+                f"--template file {path} is not valid {kind} ({err}); it must hold a list of "
+                "template strings"
+            ) from None
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
             raise ClipgaugeError(f"{path}: expected a list of template strings")
         return _validate(data, str(path))

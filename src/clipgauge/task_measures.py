@@ -77,6 +77,7 @@ def measure(
     data: str | ImageDataset,
     *,
     domains: Sequence[str] | None = None,
+    class_map: str | Path | dict[str, str] | None = None,
     templates: str | Sequence[str] | None = None,
     split: str = "all",
     seed: int = 0,
@@ -92,7 +93,8 @@ def measure(
     """Measure how misaligned a task is for a CLIP model, before any fine-tuning.
 
     `split` is `all` (every image), or `train`/`test` of the deterministic per-domain split
-    made with `seed` and `test_fraction`.
+    made with `seed` and `test_fraction`. `class_map` (a file or dict of class name -> display
+    name) renames classes of a folder or CSV dataset.
     """
     from clipgauge.data.open import open_dataset
     from clipgauge.data.splits import select_split
@@ -100,7 +102,10 @@ def measure(
     bundle = (
         model if isinstance(model, ClipBundle) else load_clip(model, device=device, dtype=dtype)
     )
-    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, domains=domains)
+    if isinstance(data, ImageDataset):
+        dataset = data
+    else:
+        dataset = open_dataset(data, domains=domains, class_map=class_map)
     if isinstance(data, ImageDataset) and domains:
         dataset = dataset.select_domains(domains)
     dataset = select_split(dataset, split, seed=seed, test_fraction=test_fraction)

@@ -24,7 +24,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     if ext in _CANDIDATE_EXTENSIONS and fmt in Image.OPEN
 )
 
-SKIP_HINT = "fix or delete the file, or pass --skip-bad-images to skip unreadable images"
+# measure, embed and evaluate have --skip-bad-images; finetune and study do not.
+SKIP_HINT = (
+    "fix or delete the file (measure, embed and evaluate can skip unreadable images with "
+    "--skip-bad-images)"
+)
 _WHITE = (255, 255, 255)
 
 

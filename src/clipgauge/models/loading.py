@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 from transformers.utils import logging as hf_logging
 
@@ -21,6 +22,7 @@ from clipgauge.errors import ModelError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_SUFFIXES = (".safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.json")
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
 
 
@@ -109,9 +111,12 @@ def _check_folder(path: Path) -> None:
             "preprocessor_config.json"
         )
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
+        settings = json.loads(config.read_text())
     except (OSError, ValueError) as err:
         raise ModelError(f"{config} is not readable JSON ({err})") from err
+    if not isinstance(settings, dict):
+        raise ModelError(f"{config} must hold a JSON object with model_type 'clip'")
+    model_type = settings.get("model_type")
     if model_type != "clip":
         raise ModelError(
             f"{path} holds a '{model_type}' model, not a CLIP checkpoint (config.json model_type "
@@ -121,6 +126,14 @@ def _check_folder(path: Path) -> None:
         raise ModelError(
             f"{path} has no .safetensors weights; clipgauge loads weights only through "
             "safetensors. Convert the checkpoint with save_pretrained(..., safe_serialization=True)"
+        )
+    # Without them transformers quietly builds an empty tokenizer: every prompt would be <unk>.
+    if not any((path / name).is_file() for name in TOKENIZER_VOCAB_FILES) and not any(
+        path.glob("*.model")
+    ):
+        raise ModelError(
+            f"{path} has no tokenizer files ({' or '.join(TOKENIZER_VOCAB_FILES)}); save the "
+            "checkpoint's tokenizer into the folder with tokenizer.save_pretrained(...)"
         )
 
 
@@ -142,7 +155,10 @@ def _locate(name_or_path: str) -> tuple[Path, str]:
         return path.resolve(), name_or_path
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_like_path:
-        raise ModelError(f"model folder {path} does not exist")
+        raise ModelError(
+            f"model folder {path} does not exist; give a CLIP checkpoint folder, a hub id or "
+            "world-clip with --model"
+        )
     return _from_hub(name_or_path), name_or_path
 
 
@@ -221,6 +237,11 @@ def load_clip(
             processor = CLIPImageProcessor.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ModelError(f"could not load the CLIP checkpoint in {path}: {err}") from err
+    except (SafetensorError, RuntimeError) as err:  # a damaged file, or shapes unlike config.json
+        raise ModelError(
+            f"the weights in {path} cannot be loaded ({err}); the .safetensors file is damaged or "
+            "does not match config.json: download or save the checkpoint again"
+        ) from err
     model.to(dev).eval()
     return ClipBundle(
         model=model,

@@ -1,7 +1,7 @@
 """The study report: Markdown and self-contained HTML with figures, rebuilt from the databases.
 
 `build_report` is imported on first use, so the CLI can register `report` without loading
-pandas and matplotlib (the optional `report` extra).
+pandas and matplotlib, which are slow to import.
 """
 
 from __future__ import annotations

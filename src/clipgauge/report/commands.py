@@ -17,7 +17,7 @@ def _need_report_extra() -> None:
         from clipgauge.errors import ClipgaugeError
 
         raise ClipgaugeError(
-            f"{err.name} is missing: install the report extra, pip install 'clipgauge[report]'"
+            f"{err.name} is missing; it is a dependency of clipgauge: pip install {err.name}"
         ) from None
 
 

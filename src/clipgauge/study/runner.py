@@ -37,6 +37,7 @@ from clipgauge import __version__
 from clipgauge.cache import TensorCache
 from clipgauge.data.dataset import ImageDataset
 from clipgauge.errors import ClipgaugeError
+from clipgauge.interruption import pause_point
 from clipgauge.measures import MEASURE_FIELDS, compute_measures
 from clipgauge.study.spec import BASELINE_METHOD, StudySpec, load_spec
 from clipgauge.study.store import (
@@ -307,6 +308,7 @@ class StudyContext:
             tuned, cached = self.bundle, True
         else:
             tuned, cached = load_run(self.train(run)), False
+            pause_point("run-trained")
         domains = self.task_domains(run.task)
         after = self.embeddings(tuned, run.task, cached)
         held_out = [d for d in domains if d not in run.train_domains]
@@ -323,6 +325,7 @@ class StudyContext:
 
     def train(self, run: PlannedRun) -> Path:
         """Fine-tune into `<out>/runs/<run_id>`, resuming an interrupted attempt if it can."""
+        from clipgauge.training.checkpoint import CheckpointError
         from clipgauge.training.config import TrainConfig
         from clipgauge.training.runs import CONFIG_FILE, RESULT_FILE, RunError
 
@@ -348,8 +351,8 @@ class StudyContext:
             try:
                 finetune(**kwargs, resume=True)
                 return run_dir
-            except RunError:
-                pass  # not resumable (options or data changed): start over
+            except (RunError, CheckpointError):
+                pass  # not resumable (options or data changed, no complete epoch): start over
         shutil.rmtree(run_dir, ignore_errors=True)
         finetune(**kwargs)
         return run_dir

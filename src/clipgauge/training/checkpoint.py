@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from clipgauge.cache import atomic_save_tensors, atomic_write_bytes
@@ -138,9 +139,16 @@ def load_checkpoint(folder: Path) -> dict:
         )
     try:
         record = json.loads(path.read_text())
-        tensors = load_file(str(folder / record["tensors"]))
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint in {folder} is unreadable ({err})") from err
-    out = {k: record[k] for k in ("epoch", "scalars", "rng")}
-    out.update({k: unflatten(v, tensors) for k, v in record["structure"].items()})
+        name = record["tensors"]
+        # A bare file name in this folder: state.json cannot point a load elsewhere.
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"tensors {name!r} is not a file name inside the checkpoint folder")
+        tensors = load_file(str(folder / name))
+        out = {k: record[k] for k in ("epoch", "scalars", "rng")}
+        out.update({k: unflatten(v, tensors) for k, v in record["structure"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
+        raise CheckpointError(
+            f"checkpoint in {folder} is unreadable ({err}); start the run again without "
+            "--resume (into a new --out)"
+        ) from None
     return out

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.data.dataset import ImageDataset
 from clipgauge.errors import ClipgaugeError
+from clipgauge.interruption import pause_point
 from clipgauge.methods.base import Method, TunedClip
 from clipgauge.prompts import class_prompts
 from clipgauge.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
@@ -279,6 +280,7 @@ def train(
             _write_metrics(metrics_path, metrics)
 
     fixed_class_embeds = None if trains_text else class_embeds_now()
+    pause_point("train-start")
     bar = tqdm(
         total=epochs * steps_per_epoch,
         initial=step,
@@ -347,6 +349,7 @@ def train(
                 scheduler=scheduler.state_dict(),
                 scalars={"step": step, "best_epoch": best_epoch, "best_val_accuracy": best_val},
             )
+            pause_point("epoch-end")
         accelerator.wait_for_everyone()
         if step >= total_steps:
             break

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import CLIPModel
 
@@ -42,6 +43,20 @@ RESULT_FILE = "result.json"
 SPLITS = ("train", "all")
 # What must agree between a run's config.json and a --resume of it.
 RESUME_KEYS = ("method", "train", "data", "templates", "base_model.fingerprint")
+# What loading a run back reads from its config.json.
+LOAD_KEYS = (
+    "base_model.path",
+    "base_model.name",
+    "base_model.dtype",
+    "base_model.fingerprint",
+    "method.name",
+    "method.config",
+    "data.split",
+    "data.split_seed",
+    "data.test_fraction",
+    "data.train_domains",
+    "templates",
+)
 
 
 class RunError(ClipgaugeError):
@@ -85,6 +100,39 @@ def _json(path: Path) -> dict:
 
 def _write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
+
+
+def _has(config: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return False
+        config = config[part]
+    return True
+
+
+def _run_config(run_dir: Path) -> dict:
+    """A run's config.json, checked to hold everything loading the run reads."""
+    path = run_dir / CONFIG_FILE
+    config = _json(path)
+    missing = [key for key in LOAD_KEYS if not _has(config, key)]
+    if missing:
+        raise RunError(
+            f"{path} lacks {', '.join(missing)}: it is damaged or was not written by "
+            "`clipgauge finetune`; train the run again into a new --out"
+        )
+    return config
+
+
+def _trained_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The run's trained tensors, read only as safetensors."""
+    path = run_dir / TRAINED_FILE
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise RunError(
+            f"{path} is not a readable safetensors file ({err}); the run's weights are damaged "
+            "or were replaced: train the run again into a new --out"
+        ) from None
 
 
 def _lookup(config: dict, dotted: str):
@@ -282,7 +330,7 @@ def _rebuild(
     run_dir: Path, device: str | None, model: str | None
 ) -> tuple[dict, ClipBundle, Method, TunedClip, dict[str, torch.Tensor]]:
     """(run config, base bundle, method, tuned model with trained weights, zero-shot state)."""
-    config = _json(run_dir / CONFIG_FILE)
+    config = _run_config(run_dir)
     if not (run_dir / TRAINED_FILE).is_file():
         raise RunError(
             f"{run_dir} has no {TRAINED_FILE}: the run did not finish; continue it with "
@@ -290,7 +338,9 @@ def _rebuild(
         )
     base = config["base_model"]
     source = model or (base["path"] if Path(base["path"]).exists() else base["name"])
-    dtype = {str(v).removeprefix("torch."): k for k, v in DTYPES.items()}[base["dtype"]]
+    dtype = {str(v).removeprefix("torch."): k for k, v in DTYPES.items()}.get(base["dtype"])
+    if dtype is None:
+        raise RunError(f"{run_dir / CONFIG_FILE}: base_model.dtype {base['dtype']!r} is unknown")
     bundle = load_clip(source, device=device, dtype=dtype)
     if bundle.fingerprint != base["fingerprint"]:
         raise RunError(
@@ -301,7 +351,7 @@ def _rebuild(
     zero_shot = {k: v.detach().clone() for k, v in bundle.model.state_dict().items()}
     method = get_method(config["method"]["name"])
     tuned = method.prepare(bundle.model, method.make_config(config["method"]["config"]))
-    method.load_trained(tuned, load_file(str(run_dir / TRAINED_FILE)))
+    method.load_trained(tuned, _trained_tensors(run_dir))
     tuned.to(bundle.device).eval()
     for param in tuned.parameters():
         param.requires_grad_(False)
@@ -369,7 +419,7 @@ def load_run(
             run_dir, wise_alpha=wise_alpha, device=device, model=model
         )
         tuned = TunedClip(merged)
-    digest = trained_digest(load_file(str(run_dir / TRAINED_FILE)))
+    digest = trained_digest(_trained_tensors(run_dir))
     identity = json.dumps(
         [bundle.fingerprint, config["method"], digest, wise_alpha], sort_keys=True
     )
@@ -447,7 +497,7 @@ def evaluate_run(
     from clipgauge.data.splits import select_split, split_train_test
 
     bundle = load_run(run_dir, device, model=model, wise_alpha=wise_alpha)
-    config = _json(Path(run_dir) / CONFIG_FILE)
+    config = _run_config(Path(run_dir))
     record = config["data"]
     dataset = data if isinstance(data, ImageDataset) else open_dataset(data, domains=domains)
     if isinstance(data, ImageDataset) and domains:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipgauge.cache import atomic_write_bytes
 from clipgauge.errors import DataError
 from clipgauge.world.dataset import render_task_image, world_dataset
 from clipgauge.world.render import check_size, render
@@ -119,13 +120,7 @@ def render_grid(
                 tile.resize((cell, cell), Image.NEAREST), (label_width + j * (cell + gap), top)
             )
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", prefix=".grid-", dir=out.parent)
-    os.close(handle)
-    try:
-        sheet.save(temporary, format="PNG")
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue())
     return out
