@@ -54,24 +54,19 @@ class PretrainConfig:
     domain_weights: dict[str, float] = field(
         default_factory=lambda: {"photo": 1.0, "cartoon": 1.0, "sketch": 0.5, "painting": 0.15}
     )
-    # Captions name colour less often than the default stream does, and shape, position and
-    # texture more: colour is the most salient attribute, and a model that can tell most captions
-    # of a batch apart by colour alone learns little else.
-    mention: dict[str, float] | None = field(
-        default_factory=lambda: {"colour": 0.5, "shape": 0.95, "position": 0.9, "texture": 0.8}
-    )
+    mention: dict[str, float] | None = None  # odds of naming each attribute (captions.py)
     # Share of each batch made of contrast groups (the rest: random scenes), their size, and how
     # often each attribute is the one varied within a group.
-    group_fraction: float = 0.75
+    group_fraction: float = 0.5
     group_size: int = 4
     group_attributes: dict[str, float] = field(
         default_factory=lambda: {
-            "shape": 0.3,
-            "position": 0.25,
-            "texture": 0.25,
-            "count": 0.1,
-            "size": 0.05,
-            "colour": 0.05,
+            "shape": 0.35,
+            "count": 0.15,
+            "texture": 0.15,
+            "colour": 0.1,
+            "position": 0.15,
+            "size": 0.1,
         }
     )
 
