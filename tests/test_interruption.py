@@ -84,7 +84,14 @@ def start_study(spec: Path, out: Path, point: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A shell that starts the test run as a background job hands its children an ignored
+        # SIGINT; the study must see Ctrl-C as a terminal user's foreground process would.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until_paused(process: subprocess.Popen, point: str) -> None:
