@@ -54,7 +54,9 @@ def build_model(spec: str):
             projection_dim=256,
         )
         return CLIPModel(config), 224
-    model = CLIPModel.from_pretrained(spec)
+    from clipgauge.models.loading import named_models
+
+    model = CLIPModel.from_pretrained(named_models().get(spec, spec))
     return model, int(model.config.vision_config.image_size)
 
 

@@ -49,22 +49,11 @@ seeds: {seeds}
 @pytest.fixture(scope="module")
 def world_model(tmp_path_factory) -> Path:
     """A tiny CLIP trained for 3 steps on world captions: its tokenizer knows every world word."""
+    from tinyworld import TINY_PRETRAIN
+
     from clipgauge.world.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(
-        steps=3,
-        batch_size=8,
-        warmup_steps=1,
-        vision_width=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_width=32,
-        text_layers=1,
-        text_heads=2,
-        projection_dim=16,
-        image_size=32,
-        threads=1,
-    )
+    config = PretrainConfig(**TINY_PRETRAIN)
     threads = torch.get_num_threads()
     try:
         return pretrain(config, tmp_path_factory.mktemp("models") / "tiny-world", progress=False)

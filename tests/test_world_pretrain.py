@@ -3,6 +3,7 @@ import json
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from tinyworld import TINY_PRETRAIN
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from clipgauge.cli import main
@@ -10,20 +11,7 @@ from clipgauge.world import pretraining_stream, vocabulary
 from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain
 from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
-TINY = dict(
-    steps=3,
-    batch_size=8,
-    warmup_steps=1,
-    vision_width=32,
-    vision_layers=1,
-    vision_heads=2,
-    text_width=32,
-    text_layers=1,
-    text_heads=2,
-    projection_dim=16,
-    image_size=32,
-    threads=1,
-)
+TINY = TINY_PRETRAIN
 
 
 def test_pretrain_writes_a_plain_hf_checkpoint(tmp_path):

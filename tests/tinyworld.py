@@ -1,0 +1,16 @@
+"""A tiny world-clip configuration for tests: seconds to pretrain, knows every world word."""
+
+TINY_PRETRAIN = dict(
+    steps=3,
+    batch_size=8,
+    warmup_steps=1,
+    vision_width=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    projection_dim=16,
+    image_size=32,
+    threads=1,
+)
