@@ -13,7 +13,8 @@ from clipgauge.world import commands as world_commands
 DEFAULT_MODEL = "world-clip"
 
 
-def _csv_list(value: str | None) -> list[str] | None:
+def csv_list(value: str | None) -> list[str] | None:
+    """argparse type for comma-separated names."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -33,7 +34,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         required=True,
         help="folder (<domain>/<class>/<img> or <class>/<img>), CSV manifest, or world:<task>",
     )
-    p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domain names")
+    p.add_argument("--domains", type=csv_list, default=None, help="comma-separated domain names")
     p.add_argument(
         "--class-map",
         default=None,
@@ -62,13 +63,13 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _templates(args) -> str | list[str] | None:
-    if args.template and len(args.template) == 1:
-        return args.template[0]
-    return args.template
+def template_arg(values: list[str] | None) -> str | list[str] | None:
+    """Repeated --template values: one string (a template or a file of them) or an ensemble."""
+    return values[0] if values and len(values) == 1 else values
 
 
-def _cache(args):
+def cache_arg(args):
+    """The embedding cache that --cache-dir / --no-cache ask for."""
     from clipgauge.cache import TensorCache
 
     return None if args.no_cache else TensorCache(args.cache_dir)
@@ -89,11 +90,11 @@ def cmd_measure(args) -> int:
         args.data,
         domains=args.domains,
         class_map=args.class_map,
-        templates=_templates(args),
+        templates=template_arg(args.template),
         split=args.split,
         seed=args.seed,
         test_fraction=args.test_fraction,
-        cache=_cache(args),
+        cache=cache_arg(args),
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
@@ -116,7 +117,7 @@ def cmd_embed(args) -> int:
     from clipgauge.prompts import load_templates
 
     check_embeddings_path(args.out)  # before the work, not after it
-    templates = load_templates(_templates(args))
+    templates = load_templates(template_arg(args.template))
     dataset = open_dataset(args.data, domains=args.domains, class_map=args.class_map)
     dataset = select_split(dataset, args.split, seed=args.seed, test_fraction=args.test_fraction)
     bundle = load_clip(args.model, device=args.device, dtype=args.dtype)
@@ -124,7 +125,7 @@ def cmd_embed(args) -> int:
         bundle,
         dataset,
         templates,
-        cache=_cache(args),
+        cache=cache_arg(args),
         batch_size=args.batch_size,
         num_workers=args.workers,
         skip_bad_images=args.skip_bad_images,

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _csv_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _need_report_extra() -> None:
-    try:
-        import matplotlib  # noqa: F401
-        import pandas  # noqa: F401
-    except ImportError as err:
-        from clipgauge.errors import ClipgaugeError
-
-        raise ClipgaugeError(
-            f"{err.name} is missing; it is a dependency of clipgauge: pip install {err.name}"
-        ) from None
+from clipgauge.cli import cache_arg, csv_list, template_arg
 
 
 def cmd_report(args) -> int:
-    _need_report_extra()
     from clipgauge.analysis.load import load_study
     from clipgauge.analysis.summary import format_method_table, method_summary, verdict_sentence
     from clipgauge.report.build import build_report
@@ -40,18 +25,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_advise(args) -> int:
-    _need_report_extra()
     from clipgauge.analysis.advise import advise
-    from clipgauge.cache import TensorCache
 
-    templates = args.template[0] if args.template and len(args.template) == 1 else args.template
     advice = advise(
         args.study,
         args.data,
         model=args.model,
-        templates=templates,
+        templates=template_arg(args.template),
         domains=args.domains,
-        cache=None if args.no_cache else TensorCache(args.cache_dir),
+        cache=cache_arg(args),
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
@@ -101,7 +83,7 @@ def add_commands(subparsers) -> None:
         help="prompt template with {} (repeat for an ensemble) or a templates file "
         "(default: 'a photo of a {}.')",
     )
-    p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domain names")
+    p.add_argument("--domains", type=csv_list, default=None, help="comma-separated domain names")
     p.add_argument("--json", default=None, help="also write the advice and predictions here")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from clipgauge.cli import DEFAULT_MODEL, _csv_list
+from clipgauge.cli import DEFAULT_MODEL, cache_arg, csv_list, template_arg
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -27,16 +27,6 @@ def _warmup(text: str) -> dict:
     if not value.is_integer():
         raise argparse.ArgumentTypeError(f"--warmup {text}: give whole steps or a fraction < 1")
     return {"warmup_steps": int(value)}
-
-
-def _templates(values: list[str] | None):
-    return values[0] if values and len(values) == 1 else values
-
-
-def _cache(args):
-    from clipgauge.cache import TensorCache
-
-    return None if args.no_cache else TensorCache(args.cache_dir)
 
 
 def cmd_finetune(args) -> int:
@@ -67,7 +57,7 @@ def cmd_finetune(args) -> int:
         dict(args.method_opt or []),
         overrides,
         args.out,
-        _templates(args.template),
+        template_arg(args.template),
         resume=args.resume,
         preset=args.preset,
         split=args.split,
@@ -96,8 +86,8 @@ def cmd_evaluate(args) -> int:
         args.data,
         domains=args.domains,
         split=args.split,
-        templates=_templates(args.template),
-        cache=_cache(args),
+        templates=template_arg(args.template),
+        cache=cache_arg(args),
         device=args.device,
         model=args.model,
         wise_alpha=args.wise_alpha,
@@ -156,7 +146,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--data", required=True, help="dataset folder, CSV manifest or world:<task>")
     p.add_argument(
         "--train-domains",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="comma-separated domains to train on (default: all)",
     )
@@ -211,7 +201,7 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy and measures per domain of a fine-tuned run")
     p.add_argument("--run", required=True, help="run folder written by `clipgauge finetune`")
     p.add_argument("--data", required=True, help="dataset folder, CSV manifest or world:<task>")
-    p.add_argument("--domains", type=_csv_list, default=None, help="comma-separated domains")
+    p.add_argument("--domains", type=csv_list, default=None, help="comma-separated domains")
     p.add_argument(
         "--split",
         choices=["auto", "all", "train", "test"],

@@ -61,14 +61,14 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_zeroshot(args) -> int:
-    from clipgauge.cache import TensorCache
+    from clipgauge.cli import cache_arg
     from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
     reports = world_zeroshot(
         args.model,
         per_class=args.per_class,
         seed=args.seed,
-        cache=None if args.no_cache else TensorCache(args.cache_dir),
+        cache=cache_arg(args),
         progress=not args.no_progress,
     )
     print(markdown_table(reports))
