@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,14 @@ from clipgauge.world import (
     vocabulary,
     world_dataset,
 )
-from clipgauge.world.captions import DOMAIN_AFTER, DOMAIN_BEFORE
+from clipgauge.world.captions import (
+    DOMAIN_AFTER,
+    DOMAIN_BEFORE,
+    MAX_COUNT_WITH_POSITION,
+    POSITION_PHRASES,
+)
 from clipgauge.world.export import MARKER
+from clipgauge.world.pretrain import PretrainConfig, contrast_groups
 from clipgauge.world.styles import parse_domains
 from clipgauge.world.tasks import parse_tasks
 
@@ -217,6 +224,28 @@ def test_caption_mentions_follow_the_odds():
         caption_for(scene, "cartoon", rng, mention={"mood": 1.0})
 
 
+def test_captions_name_the_position_of_one_or_two_objects_only():
+    rng = np.random.default_rng(0)
+    phrases = {p for options in POSITION_PHRASES.values() for p in options}
+    named = {1: 0, 2: 0, 3: 0, 4: 0}
+    for _ in range(400):
+        scene = sample_scene(rng)
+        caption = caption_for(scene, "photo", rng, mention={"position": 1.0})
+        named[scene.count] += any(p in caption for p in phrases)
+        if scene.count <= MAX_COUNT_WITH_POSITION:
+            assert any(p in caption for p in POSITION_PHRASES[scene.position]), caption
+    assert named[3] == named[4] == 0 and named[1] > 50 and named[2] > 50
+
+
+def test_position_contrast_groups_hold_one_or_two_objects():
+    cfg = replace(PretrainConfig(), batch_size=32, group_attributes={"position": 1.0})
+    phrases = {p for options in POSITION_PHRASES.values() for p in options}
+    for step in range(3):
+        _, captions = contrast_groups(0, step, cfg)
+        assert len(captions) == 32
+        assert all(any(p in c for p in phrases) for c in captions), captions
+
+
 def test_sketch_captions_never_name_a_colour():
     colours = set(ATTRIBUTES["colour"])
     rng = np.random.default_rng(0)
@@ -326,6 +355,7 @@ def test_world_dataset_items_labels_and_source():
         "seed": 2,
         "size": 32,
         "world_version": WORLD_VERSION,
+        "fixed": {"count": [1, 2]},
     }
     image = dataset.load_image(len(dataset) - 1)
     assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)

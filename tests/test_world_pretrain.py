@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from tinyworld import TINY_PRETRAIN
@@ -8,7 +9,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from clipgauge.cli import main
 from clipgauge.world import pretraining_stream, vocabulary
-from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain
+from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain, sincos_grid
 from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
 TINY = TINY_PRETRAIN
@@ -94,3 +95,29 @@ def test_world_data_through_measure(tmp_path, capsys):
     assert report["overall"]["n_classes"] == 2
     assert report["provenance"]["data"]["kind"] == "world"
     assert np.isfinite(report["overall"]["acs"])
+
+
+def test_sincos_grid_codes_rows_and_columns():
+    codes = sincos_grid(4, 16).view(4, 4, 16)
+    # the first half depends on the row only, the second half on the column only
+    assert torch.equal(codes[:, 0, :8], codes[:, 3, :8])
+    assert torch.equal(codes[0, :, 8:], codes[3, :, 8:])
+    assert not torch.equal(codes[0, 0, :8], codes[1, 0, :8])
+    # the lowest frequency is pos * 1: sin(1) for row 1
+    assert codes[1, 0, 0].item() == pytest.approx(np.sin(1.0), abs=1e-6)
+    flat = codes.view(16, 16)
+    assert len({tuple(row.tolist()) for row in flat}) == 16  # every patch has its own code
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_grid(4, 10)
+
+
+def test_sincos_position_init_reaches_the_saved_model(tmp_path):
+    cfg = PretrainConfig(**{**TINY, "steps": 1, "lr": 1e-9, "position_init": "sincos"})
+    out = pretrain(cfg, tmp_path / "wc", progress=False)
+    weight = CLIPModel.from_pretrained(out).vision_model.embeddings.position_embedding.weight
+    grid = cfg.image_size // cfg.patch_size
+    expected = cfg.position_scale * sincos_grid(grid, cfg.vision_width)
+    torch.testing.assert_close(weight[1:], expected, atol=1e-5, rtol=0)
+    assert weight[0].abs().max() < 1e-5
+    with pytest.raises(ValueError, match="position_init"):
+        pretrain(PretrainConfig(**{**TINY, "position_init": "learned"}), tmp_path / "x")

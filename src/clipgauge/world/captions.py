@@ -58,6 +58,9 @@ DOMAIN_AFTER = {
 }
 NEUTRAL_BEFORE = ("a picture of", "an image of")
 THERE = {False: "there is", True: "there are"}
+# A group of three or four objects spreads over much of the image, so where it sits is not
+# clear: captions name the position of one or two objects only.
+MAX_COUNT_WITH_POSITION = 2
 SOME = "some"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -114,7 +117,8 @@ def caption_for(
     """A random caption of `scene` in `domain`, e.g. 'a sketch of two small stars on the left.'
 
     `mention` overrides the odds (0..1) of naming each attribute or the domain (DEFAULT_MENTION).
-    The colour is never named where the domain does not show it (sketch).
+    The colour is never named where the domain does not show it (sketch), nor the position of
+    more than MAX_COUNT_WITH_POSITION objects.
     """
     odds = dict(DEFAULT_MENTION)
     if mention:
@@ -124,6 +128,8 @@ def caption_for(
         odds.update(mention)
     if not get_style(domain).shows_colour:
         odds["colour"] = 0.0
+    if scene.count > MAX_COUNT_WITH_POSITION:
+        odds["position"] = 0.0
     u = rng.random(16).tolist()
     said = {key: u[k] < odds[key] for k, key in enumerate(odds)}
     phrase = _noun_phrase(scene, said, u[7:11])

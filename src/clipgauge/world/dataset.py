@@ -125,6 +125,7 @@ def world_dataset(
         "seed": seed,
         "size": size,
         "world_version": WORLD_VERSION,
+        "fixed": dict(task.fixed),  # tasks.yaml can change what a task's scenes hold
     }
     if domains is not None:
         source["domains"] = chosen
