@@ -86,6 +86,19 @@ class TrainOutcome:
     device: str
 
 
+def is_better(
+    accuracy: float | None, loss: float | None, best_accuracy: float | None, best_loss: float | None
+) -> bool:
+    """Whether an epoch beats the best so far: higher validation accuracy, or the same accuracy
+    and a lower validation loss (small validation sets tie often; the first epoch of a tie is
+    rarely the better model). Without validation every epoch wins: the last one is kept."""
+    if accuracy is None or best_accuracy is None:
+        return True
+    if accuracy != best_accuracy:
+        return accuracy > best_accuracy
+    return best_loss is None or (loss is not None and loss < best_loss)
+
+
 def tokenize_prompts(
     tokenizer, class_names: Sequence[str], templates: Sequence[str], max_length: int
 ) -> dict[str, torch.Tensor]:
@@ -258,6 +271,7 @@ def train(
     start_epoch, step, metrics = 0, 0, []
     # Replaced after the first epoch; kept as is only when nothing trains (zeroshot).
     best_state, best_epoch, best_val = ({} if params else method.trained_state(unwrapped)), 0, None
+    best_loss = None
     if resume:
         checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR)
         method.load_trained(unwrapped, checkpoint["trained"])
@@ -268,6 +282,7 @@ def train(
         best_epoch = checkpoint["scalars"]["best_epoch"]
         best_state = checkpoint["trained"] if best_epoch == start_epoch else checkpoint["best"]
         best_val = checkpoint["scalars"]["best_val_accuracy"]
+        best_loss = checkpoint["scalars"].get("best_val_loss")
         if metrics_path.is_file():
             lines = metrics_path.read_text().splitlines()
             metrics = [m for m in map(json.loads, lines) if m["epoch"] <= start_epoch]
@@ -323,14 +338,14 @@ def train(
         train_loss = float(accelerator.reduce(loss_sum, "mean")) / max(batches, 1)
         record = {"epoch": epoch, "step": step, "train_loss": train_loss}
         record["lr"] = scheduler.get_last_lr()[0]
-        val_accuracy = None
+        val_accuracy = val_loss = None
         if val_loader is not None:
             class_embeds = class_embeds_now() if trains_text else fixed_class_embeds
             val_accuracy, val_loss = _validate(accelerator, model, val_loader, class_embeds)
             record.update(val_accuracy=val_accuracy, val_loss=val_loss)
-        if val_accuracy is None or best_val is None or val_accuracy > best_val:
+        if is_better(val_accuracy, val_loss, best_val, best_loss):
             best_state = method.trained_state(unwrapped)
-            best_epoch, best_val = epoch, val_accuracy
+            best_epoch, best_val, best_loss = epoch, val_accuracy, val_loss
         record["best_epoch"] = best_epoch
         record["epoch_seconds"] = round(time.perf_counter() - started, 3)
         metrics.append(record)
@@ -347,7 +362,12 @@ def train(
                 best={} if best_epoch == epoch else best_state,  # no second copy of the same
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
-                scalars={"step": step, "best_epoch": best_epoch, "best_val_accuracy": best_val},
+                scalars={
+                    "step": step,
+                    "best_epoch": best_epoch,
+                    "best_val_accuracy": best_val,
+                    "best_val_loss": best_loss,
+                },
             )
             pause_point("epoch-end")
         accelerator.wait_for_everyone()
