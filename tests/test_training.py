@@ -261,11 +261,25 @@ def test_bf16_then_fp32_in_one_process(tiny_clip_dir, colour_task, tmp_path):
     assert bf16.trained_digest != first.trained_digest == again.trained_digest
 
 
-def test_missing_tracker_is_a_clear_error(tiny_clip_dir, colour_task, tmp_path):
-    from accelerate.utils import is_tensorboard_available
+def test_tensorboard_tracker_logs_the_epoch_metrics(tiny_clip_dir, colour_task, tmp_path):
+    pytest.importorskip("tensorboard")  # a dev dependency: installed in CI
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    if is_tensorboard_available():
-        pytest.skip("tensorboard is installed here")
+    result = run(tiny_clip_dir, colour_task, tmp_path / "tb", epochs=2, log_with="tensorboard")
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under the run folder"
+    logged = EventAccumulator(str(events[0].parent)).Reload()
+    for key in ("train_loss", "val_accuracy", "val_loss"):
+        values = [e.value for e in logged.Scalars(key)]
+        expected = [m[key] for m in result.metrics[1:]]
+        assert values == pytest.approx(expected, rel=1e-6), key
+    assert [e.step for e in logged.Scalars("train_loss")] == [m["step"] for m in result.metrics[1:]]
+
+
+def test_missing_tracker_is_a_clear_error(tiny_clip_dir, colour_task, tmp_path, monkeypatch):
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
     with pytest.raises(TrainConfigError, match="needs the tensorboard package"):
         run(tiny_clip_dir, colour_task, tmp_path / "tb", log_with="tensorboard")
 
