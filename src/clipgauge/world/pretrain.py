@@ -86,6 +86,7 @@ class PretrainConfig:
 
 
 _GROUP_TAG = 0x47525550  # keeps contrast-group seeds apart from the caption stream's
+_POSITION_COUNTS = tuple(c for c in COUNTS if c <= MAX_COUNT_WITH_POSITION)
 
 
 def contrast_groups(seed: int, step: int, cfg: PretrainConfig) -> tuple[np.ndarray, list[str]]:
@@ -111,7 +112,7 @@ def contrast_groups(seed: int, step: int, cfg: PretrainConfig) -> tuple[np.ndarr
         )
         varied = attrs[rng.choice(len(attrs), p=p / p.sum())]
         # position is only named (and visible) for a few objects: see captions.py
-        few = {"count": COUNTS[:MAX_COUNT_WITH_POSITION]} if varied == "position" else {}
+        few = {"count": _POSITION_COUNTS} if varied == "position" else {}
         base = sample_scene(rng, **few).attributes()
         values = list(ATTRIBUTES[varied])
         picks = rng.choice(len(values), size=cfg.group_size, replace=len(values) < cfg.group_size)
