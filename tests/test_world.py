@@ -493,6 +493,17 @@ def test_pretraining_stream_batches_are_deterministic_and_resumable():
     assert all(set(caption_words(c)) <= words for c in captions + second[1])
 
 
+def test_pretraining_stream_pins_scene_attributes():
+    mention = {"count": 1.0, "position": 1.0, "shape": 0.0}
+    captions = next(pretraining_stream(5, 40, size=16, mention=mention, fixed={"count": 1}))[1]
+    assert all("one" in caption_words(c) for c in captions)
+    assert not any({"two", "three", "four"} & set(caption_words(c)) for c in captions)
+    free = next(pretraining_stream(5, 40, size=16, mention=mention))[1]
+    assert any({"two", "three", "four"} & set(caption_words(c)) for c in free)
+    with pytest.raises(DataError, match="count cannot be 7"):
+        next(pretraining_stream(5, 2, size=16, fixed={"count": 7}))
+
+
 def test_pretraining_domain_weights():
     weights = {"photo": 1.0, "sketch": 0.0}
     domains = {pretraining_sample(0, i, 16, weights)[2] for i in range(30)}

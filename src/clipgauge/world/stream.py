@@ -38,10 +38,11 @@ def pretraining_sample(
     size: int = 64,
     domain_weights: Mapping[str, float] | None = None,
     mention: Mapping[str, float] | None = None,
+    fixed: Mapping[str, object] | None = None,
 ) -> tuple[np.ndarray, str, str]:
     """Sample `index` of stream `seed`: (image, caption, domain), a function of the arguments."""
     names, cumulative = _domain_table(domain_weights)
-    return _sample(seed, index, size, names, cumulative, mention)
+    return _sample(seed, index, size, names, cumulative, mention, fixed)
 
 
 def _sample(
@@ -51,10 +52,11 @@ def _sample(
     names: list[str],
     cumulative: np.ndarray,
     mention: Mapping[str, float] | None,
+    fixed: Mapping[str, object] | None,
 ) -> tuple[np.ndarray, str, str]:
     rng = np.random.default_rng(np.random.SeedSequence([_STREAM_TAG, seed, index]))
     domain = names[int(np.searchsorted(cumulative, rng.random(), side="right"))]
-    scene = sample_scene(rng)
+    scene = sample_scene(rng, **(fixed or {}))
     image = render(scene, domain, size, rng)
     return image, caption_for(scene, domain, rng, mention), domain
 
@@ -66,12 +68,14 @@ def pretraining_stream(
     domain_weights: Mapping[str, float] | None = None,
     mention: Mapping[str, float] | None = None,
     start: int = 0,
+    fixed: Mapping[str, object] | None = None,
 ) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Endless batches of (uint8 images B x size x size x 3, captions) with random scenes.
 
     Sample i of the stream depends only on (seed, i), so a run resumed with `start` continues
     it exactly. `domain_weights` sets how often each domain appears (missing domains: never;
-    default: all equally), and `mention` the odds of captions naming each attribute.
+    default: all equally), `mention` the odds of captions naming each attribute, and `fixed`
+    pins scene attributes as `sample_scene` does.
     """
     size = check_size(size)
     if batch_size < 1:
@@ -82,7 +86,9 @@ def pretraining_stream(
         images = np.empty((batch_size, size, size, 3), dtype=np.uint8)
         captions = []
         for b in range(batch_size):
-            images[b], caption, _ = _sample(seed, index + b, size, names, cumulative, mention)
+            images[b], caption, _ = _sample(
+                seed, index + b, size, names, cumulative, mention, fixed
+            )
             captions.append(caption)
         index += batch_size
         yield images, captions
