@@ -9,7 +9,9 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from clipgauge.cli import main
 from clipgauge.world import pretraining_stream, vocabulary
+from clipgauge.world.captions import COUNT_WORDS, POSITION_PHRASES, caption_words
 from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain, sincos_grid
+from clipgauge.world.scene import COLOURS, SHAPES, SIZES, TEXTURES
 from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
 TINY = TINY_PRETRAIN
@@ -121,3 +123,45 @@ def test_sincos_position_init_reaches_the_saved_model(tmp_path):
     assert weight[0].abs().max() < 1e-5
     with pytest.raises(ValueError, match="position_init"):
         pretrain(PretrainConfig(**{**TINY, "position_init": "learned"}), tmp_path / "x")
+
+
+def _text_weights(path) -> dict[str, torch.Tensor]:
+    weights = load_file(path / "model.safetensors")
+    return {k: v for k, v in weights.items() if k.startswith("text_")}
+
+
+def test_primer_locks_the_text_tower_then_the_main_mix_trains_it(tmp_path):
+    start = pretrain(
+        PretrainConfig(**{**TINY, "steps": 1, "lr": 0.0}), tmp_path / "s", progress=False
+    )
+    primed = pretrain(PretrainConfig(**{**TINY, "primer_steps": 3}), tmp_path / "p", progress=False)
+    mixed = pretrain(PretrainConfig(**{**TINY, "primer_steps": 0}), tmp_path / "m", progress=False)
+    s, p, m = _text_weights(start), _text_weights(primed), _text_weights(mixed)
+    assert all(torch.equal(s[k], p[k]) for k in s)  # three primer steps: text untouched
+    assert not all(torch.equal(s[k], m[k]) for k in s)
+    vision_s = load_file(start / "model.safetensors")["visual_projection.weight"]
+    vision_p = load_file(primed / "model.safetensors")["visual_projection.weight"]
+    assert not torch.equal(vision_s, vision_p)  # while the image tower learns
+
+
+def test_primer_captions_name_only_where_one_or_two_objects_are(monkeypatch, tmp_path):
+    from clipgauge.world import pretrain as module
+
+    seen, original = [], module.pretraining_stream
+
+    def spy(*args, **kwargs):
+        for images, captions in original(*args, **kwargs):
+            seen.append((kwargs.get("start", 0), captions))
+            yield images, captions
+
+    monkeypatch.setattr(module, "pretraining_stream", spy)
+    pretrain(PretrainConfig(**{**TINY, "primer_steps": 2}), tmp_path / "wc", progress=False)
+    primer = [c for start, batch in seen if start == 0 for c in batch]
+    main_mix = [c for start, batch in seen if start > 0 for c in batch]
+    assert len(primer) == 2 * TINY["batch_size"] and main_mix
+    where = {w for phrases in POSITION_PHRASES.values() for p in phrases for w in p.split()[2:3]}
+    named = set(SHAPES) | set(COLOURS) | set(TEXTURES) | set(SIZES) | set(COUNT_WORDS.values())
+    for caption in primer:
+        words = set(caption_words(caption))
+        assert words & where and not words & named, caption
+    assert any(set(caption_words(c)) & named for c in main_mix)

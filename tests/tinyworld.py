@@ -13,4 +13,5 @@ TINY_PRETRAIN = dict(
     projection_dim=16,
     image_size=32,
     threads=1,
+    primer_steps=1,  # one primer step, then the main mix: both phases run
 )

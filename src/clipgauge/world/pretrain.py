@@ -39,7 +39,7 @@ class PretrainConfig:
     """Everything that decides the pretrained weights (stored beside them)."""
 
     seed: int = 0
-    steps: int = 1800
+    steps: int = 2000  # in all, the primer's included
     batch_size: int = 128
     lr: float = 1.5e-3
     warmup_steps: int = 100
@@ -77,6 +77,26 @@ class PretrainConfig:
             "colour": 0.05,
             "position": 0.25,
             "size": 0.1,
+        }
+    )
+
+    # The primer: the first `primer_steps` steps lock the text tower at its random start and
+    # show one or two objects whose captions always name where they are (`primer_mention`).
+    # Trained together from the start, the text tower learns to ignore position words within
+    # ~50 steps, long before the image tower can see position, and neither recovers (zero-shot
+    # positions stay at chance). Against fixed random text embeddings the image tower learns
+    # position as it would with a supervised head; then both towers train on the main mix.
+    # Colour is named at its usual odds: a primer silent on colour teaches the image tower to
+    # ignore it, and 500 main steps later colours were still at 33% (89% when named).
+    primer_steps: int = 250
+    primer_mention: dict[str, float] = field(
+        default_factory=lambda: {
+            "shape": 0.0,
+            "colour": 0.8,
+            "texture": 0.0,
+            "count": 0.0,
+            "size": 0.0,
+            "position": 1.0,
         }
     )
 
@@ -206,15 +226,37 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
     n_grouped = min(n_grouped, cfg.batch_size - 1)  # at least one random scene per batch
     n_grouped -= n_grouped % cfg.group_size
     group_cfg = replace(cfg, batch_size=n_grouped)
-    stream = pretraining_stream(
-        cfg.seed, cfg.batch_size - n_grouped, cfg.image_size, cfg.domain_weights, cfg.mention
+    primer_steps = min(cfg.primer_steps, cfg.steps)
+    primer = pretraining_stream(
+        cfg.seed,
+        cfg.batch_size,
+        cfg.image_size,
+        cfg.domain_weights,
+        cfg.primer_mention,
+        fixed={"count": _POSITION_COUNTS},
     )
+    # The main stream goes on where the primer's samples end: no scene is drawn twice.
+    stream = pretraining_stream(
+        cfg.seed,
+        cfg.batch_size - n_grouped,
+        cfg.image_size,
+        cfg.domain_weights,
+        cfg.mention,
+        start=primer_steps * cfg.batch_size,
+    )
+    text_params = [p for n, p in model.named_parameters() if n.startswith("text_")]
     log = []
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
     for step in bar:
-        images, captions = next(stream)
-        if n_grouped:
+        in_primer = step < primer_steps
+        for p in text_params:
+            p.requires_grad_(not in_primer)
+        if in_primer:
+            images, captions = next(primer)
+        else:
+            images, captions = next(stream)
+        if n_grouped and not in_primer:
             grouped, grouped_captions = contrast_groups(cfg.seed, step, group_cfg)
             images = np.concatenate([images, grouped])
             captions = captions + grouped_captions
