@@ -71,11 +71,11 @@ class PretrainConfig:
     group_size: int = 4
     group_attributes: dict[str, float] = field(
         default_factory=lambda: {
-            "shape": 0.3,
+            "shape": 0.4,
             "count": 0.15,
-            "texture": 0.15,
+            "texture": 0.25,
             "colour": 0.05,
-            "position": 0.25,
+            "position": 0.05,
             "size": 0.1,
         }
     )
@@ -199,9 +199,8 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> Path:
-    """Train a CLIP from scratch on the world's caption stream and save an HF folder."""
-    torch.set_num_threads(cfg.threads)
+def initial_model(cfg: PretrainConfig):
+    """The untrained CLIP (model, tokenizer, processor) that pretraining with `cfg` starts from."""
     torch.manual_seed(cfg.seed)
     model, tokenizer, processor = new_clip(
         vocabulary(),
@@ -218,6 +217,25 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
         seed=cfg.seed,
     )
     init_positions(model, cfg.position_init, cfg.position_scale)
+    return model, tokenizer, processor
+
+
+def primer_stream(cfg: PretrainConfig):
+    """The primer's batches: one or two objects, captions named by `cfg.primer_mention`."""
+    return pretraining_stream(
+        cfg.seed,
+        cfg.batch_size,
+        cfg.image_size,
+        cfg.domain_weights,
+        cfg.primer_mention,
+        fixed={"count": _POSITION_COUNTS},
+    )
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train a CLIP from scratch on the world's caption stream and save an HF folder."""
+    torch.set_num_threads(cfg.threads)
+    model, tokenizer, processor = initial_model(cfg)
     model.train()
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
@@ -227,14 +245,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
     n_grouped -= n_grouped % cfg.group_size
     group_cfg = replace(cfg, batch_size=n_grouped)
     primer_steps = min(cfg.primer_steps, cfg.steps)
-    primer = pretraining_stream(
-        cfg.seed,
-        cfg.batch_size,
-        cfg.image_size,
-        cfg.domain_weights,
-        cfg.primer_mention,
-        fixed={"count": _POSITION_COUNTS},
-    )
+    primer = primer_stream(cfg)
     # The main stream goes on where the primer's samples end: no scene is drawn twice.
     stream = pretraining_stream(
         cfg.seed,
