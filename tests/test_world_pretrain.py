@@ -166,3 +166,10 @@ def test_primer_captions_name_only_where_one_or_two_objects_are(monkeypatch, tmp
         words = set(caption_words(caption))
         assert words & where and not words & named, caption
     assert any(set(caption_words(c)) & named for c in main_mix)
+
+
+def test_pretrain_cli_rejects_a_negative_primer(tmp_path, capsys):
+    code = main(["world", "pretrain", "--out", str(tmp_path / "wc"), "--primer-steps", "-1"])
+    assert code == 2
+    assert "--primer-steps" in capsys.readouterr().err
+    assert not (tmp_path / "wc").exists()

@@ -111,6 +111,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--primer-steps",
+        dest="primer_steps",
+        type=int,
+        default=None,
+        help="steps with the text tower locked at the start (default 250; 0: no primer)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 

@@ -21,6 +21,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from clipgauge import __version__
+from clipgauge.errors import ClipgaugeError
 from clipgauge.models.build import OPENAI_MEAN, OPENAI_STD, new_clip, save_clip
 from clipgauge.world.captions import (
     MAX_COUNT_WITH_POSITION,
@@ -84,8 +85,9 @@ class PretrainConfig:
     # show one or two objects whose captions always name where they are (`primer_mention`).
     # Trained together from the start, the text tower learns to ignore position words within
     # ~50 steps, long before the image tower can see position, and neither recovers (zero-shot
-    # positions stay at chance). Against fixed random text embeddings the image tower learns
-    # position as it would with a supervised head; then both towers train on the main mix.
+    # positions stay at chance). With the text fixed, the image tower has to match the
+    # captions' random embeddings and starts to encode position; then both towers train on the
+    # main mix, and the text tower learns position words from it (zero-shot 19% -> 99%, README).
     # Colour is named at its usual odds: a primer silent on colour teaches the image tower to
     # ignore it, and 500 main steps later colours were still at 33% (89% when named).
     primer_steps: int = 250
@@ -234,6 +236,10 @@ def primer_stream(cfg: PretrainConfig):
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> Path:
     """Train a CLIP from scratch on the world's caption stream and save an HF folder."""
+    if cfg.primer_steps < 0:
+        raise ClipgaugeError(
+            f"primer_steps (--primer-steps) must be >= 0 (0: no primer), not {cfg.primer_steps}"
+        )
     torch.set_num_threads(cfg.threads)
     model, tokenizer, processor = initial_model(cfg)
     model.train()
