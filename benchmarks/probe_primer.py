@@ -22,38 +22,32 @@ chance). At this small scale `primer` does not recover position either; in full 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
+from probe_world import images
 
-from clipgauge.world.dataset import render_task_image
+from clipgauge.embeddings import features
 from clipgauge.world.pretrain import (
     PretrainConfig,
     _param_groups,
     _pixels,
     initial_model,
     primer_stream,
+    train_step,
 )
 from clipgauge.world.tasks import get_task
 
 
 def test_set(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     task = get_task("positions")
-    pairs = [
-        (render_task_image(task, "test", d, c, i), c)
-        for d in task.domains
-        for c in range(len(task.classes))
-        for i in range(per_class)
-    ]
-    return _pixels(np.stack([p[0] for p in pairs])), torch.tensor([p[1] for p in pairs])
+    pixels, labels = images(task, "test", per_class, task.domains)
+    return _pixels(pixels), torch.from_numpy(labels)
 
 
 def unit(output) -> torch.Tensor:
-    x = output if isinstance(output, torch.Tensor) else output.pooler_output
-    return x / x.norm(dim=-1, keepdim=True)
+    return torch.nn.functional.normalize(features(output), dim=-1)
 
 
 @torch.no_grad()
@@ -89,22 +83,8 @@ def run(name: str, locked_steps: int, cfg: PretrainConfig, steps: int, test) -> 
         for p in text_params:
             p.requires_grad_(step >= locked_steps)
         images, captions = next(stream)
-        tokens = tokenizer(captions, padding=True, return_tensors="pt")
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = model(
-            input_ids=tokens["input_ids"],
-            attention_mask=tokens["attention_mask"],
-            pixel_values=_pixels(images),
-            return_loss=True,
-        ).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        train_step(model, tokenizer, optimizer, images, captions, lr)
 
 
 def main() -> None:

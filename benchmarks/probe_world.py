@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from clipgauge.embeddings import features
 from clipgauge.models.loading import load_clip
 from clipgauge.world.dataset import render_task_image
 from clipgauge.world.pretrain import _pixels
@@ -26,10 +27,10 @@ from clipgauge.world.tasks import get_task
 DOMAINS = ("photo", "cartoon")
 
 
-def images(task, split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def images(task, split: str, per_class: int, domains=DOMAINS) -> tuple[np.ndarray, np.ndarray]:
     pairs = [
         (render_task_image(task, split, d, c, i), c)
-        for d in DOMAINS
+        for d in domains
         for c in range(len(task.classes))
         for i in range(per_class)
     ]
@@ -37,7 +38,7 @@ def images(task, split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def features(model, batch: np.ndarray) -> dict[str, np.ndarray]:
+def vision_features(model, batch: np.ndarray) -> dict[str, np.ndarray]:
     out = model.vision_model(pixel_values=_pixels(batch), output_hidden_states=True)
     last = out.hidden_states[-1][:, 1:]
     return {
@@ -74,14 +75,13 @@ def main() -> None:
     )
     pixels = [x[:, ::4, ::4].reshape(len(x), -1) / 255.0 for x in (x_train, x_test)]
     print(f"  probe on raw pixels (16x16):        {probe(*pixels):.3f}")
-    train_f, test_f = features(model, x_train), features(model, x_test)
+    train_f, test_f = vision_features(model, x_train), vision_features(model, x_test)
     for name in train_f:
         print(f"  probe on {name + ':':<27} {probe(train_f[name], test_f[name]):.3f}")
     prompts = [task.template.format(c) for c in task.classes]
     tokens = bundle.tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        text = model.get_text_features(**tokens)
-    text = text if isinstance(text, torch.Tensor) else text.pooler_output
+        text = features(model.get_text_features(**tokens))
     text = torch.nn.functional.normalize(text, dim=-1)
     sims = (text @ text.T).numpy()
     n = len(prompts)

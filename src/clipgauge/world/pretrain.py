@@ -234,6 +234,27 @@ def primer_stream(cfg: PretrainConfig):
     )
 
 
+def train_step(model, tokenizer, optimizer, images: np.ndarray, captions: list[str], lr: float):
+    """One contrastive step at learning rate `lr` (clipped gradients, temperature kept <= 100);
+    returns the loss."""
+    tokens = tokenizer(captions, padding=True, return_tensors="pt")
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = model(
+        input_ids=tokens["input_ids"],
+        attention_mask=tokens["attention_mask"],
+        pixel_values=_pixels(images),
+        return_loss=True,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(out.loss.detach())
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> Path:
     """Train a CLIP from scratch on the world's caption stream and save an HF folder."""
     if cfg.primer_steps < 0:
@@ -277,22 +298,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
             grouped, grouped_captions = contrast_groups(cfg.seed, step, group_cfg)
             images = np.concatenate([images, grouped])
             captions = captions + grouped_captions
-        tokens = tokenizer(captions, padding=True, return_tensors="pt")
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        out = model(
-            input_ids=tokens["input_ids"],
-            attention_mask=tokens["attention_mask"],
-            pixel_values=_pixels(images),
-            return_loss=True,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        loss = float(out.loss.detach())
+        loss = train_step(model, tokenizer, optimizer, images, captions, _lr_at(step, cfg))
         if not math.isfinite(loss):
             raise RuntimeError(f"pretraining diverged at step {step} (loss {loss})")
         bar.set_postfix(loss=f"{loss:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
