@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from probe_world import images
 
 from clipgauge.world.dataset import render_task_image
 from clipgauge.world.pretrain import PretrainConfig, _pixels, initial_model
@@ -25,7 +26,7 @@ from clipgauge.world.tasks import get_task
 
 
 def batch(task, split: str, domains, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images cycling through classes and domains, from index `start` of the split."""
+    """n training images cycling through classes and domains, from index `start` of the split."""
     labels = [(start + i) % len(task.classes) for i in range(n)]
     images = [
         render_task_image(
@@ -60,7 +61,10 @@ def main() -> None:
     tower = initial_model(cfg)[0].vision_model
     head = torch.nn.Linear(cfg.vision_width, len(task.classes))
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=args.lr)
-    x_test, y_test = batch(task, "test", test_domains, 0, 400)
+    x_test, y_test = images(
+        task, "test", 400 // (len(task.classes) * len(test_domains)), test_domains
+    )
+    x_test, y_test = _pixels(x_test), torch.from_numpy(y_test)
     print(
         f"{args.task}: trained on {args.domains}, tested on {test_domains}, "
         f"chance {1 / len(task.classes):.3f}"
