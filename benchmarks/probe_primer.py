@@ -31,9 +31,9 @@ from probe_world import images
 from clipgauge.embeddings import features
 from clipgauge.world.pretrain import (
     PretrainConfig,
-    _param_groups,
     _pixels,
     initial_model,
+    make_optimizer,
     primer_stream,
     train_step,
 )
@@ -65,9 +65,7 @@ def evaluate(model, tokenizer, pixels, labels) -> tuple[float, float]:
 def run(name: str, locked_steps: int, cfg: PretrainConfig, steps: int, test) -> None:
     model, tokenizer, _ = initial_model(cfg)
     text_params = [p for n, p in model.named_parameters() if n.startswith("text_")]
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
-    )
+    optimizer = make_optimizer(model, cfg)
     stream = primer_stream(cfg)
     start = time.perf_counter()
     for step in range(steps + 1):

@@ -36,6 +36,7 @@ from clipgauge.world import (
     vocabulary,
     world_dataset,
 )
+from clipgauge.world import pretrain as pretrain_module
 from clipgauge.world.captions import (
     DOMAIN_AFTER,
     DOMAIN_BEFORE,
@@ -244,6 +245,37 @@ def test_position_contrast_groups_hold_one_or_two_objects():
         _, captions = contrast_groups(0, step, cfg)
         assert len(captions) == 32
         assert all(any(p in c for p in phrases) for c in captions), captions
+
+
+def group_scenes(monkeypatch, cfg):
+    """Every scene contrast_groups draws for one batch (group bases and members)."""
+    scenes, real = [], pretrain_module.sample_scene
+
+    def spy(rng, **fixed):
+        scenes.append(real(rng, **fixed))
+        return scenes[-1]
+
+    monkeypatch.setattr(pretrain_module, "sample_scene", spy)
+    contrast_groups(0, 0, cfg)
+    monkeypatch.undo()
+    return scenes
+
+
+@pytest.mark.parametrize(
+    "varied, fixed",
+    [("shape", {"count": {1, 2}}), ("texture", {"count": {1, 2}, "size": {"large"}})],
+)
+def test_shape_and_texture_groups_hold_objects_large_enough_to_show_them(
+    monkeypatch, varied, fixed
+):
+    cfg = replace(PretrainConfig(), batch_size=32, group_attributes={varied: 1.0})
+    scenes = group_scenes(monkeypatch, cfg)
+    assert len(scenes) == 32 + 32 // cfg.group_size  # members plus one base per group
+    for attribute, allowed in fixed.items():
+        assert {getattr(s, attribute) for s in scenes} <= allowed, attribute
+    assert len({getattr(s, varied) for s in scenes}) > 2
+    unpinned = group_scenes(monkeypatch, replace(cfg, group_fixed={}))
+    assert {s.count for s in unpinned} > {1, 2}
 
 
 def test_sketch_captions_never_name_a_colour():

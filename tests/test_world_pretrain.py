@@ -24,6 +24,9 @@ def test_pretrain_writes_a_plain_hf_checkpoint(tmp_path):
     proc = CLIPImageProcessor.from_pretrained(out)
     assert model.config.vision_config.image_size == 32
     assert proc.crop_size == {"height": 32, "width": 32}
+    # the activation is a plain config field: transformers alone builds the same MLPs
+    assert model.config.vision_config.hidden_act == model.config.text_config.hidden_act == "gelu"
+    assert type(model.vision_model.encoder.layers[0].mlp.activation_fn).__name__ == "GELUActivation"
     record = json.loads((out / "pretraining.json").read_text())
     assert record["config"]["steps"] == 3 and len(record["log"]) >= 2
     # every caption word is in the tokenizer: nothing maps to <unk>
@@ -142,6 +145,22 @@ def test_primer_locks_the_text_tower_then_the_main_mix_trains_it(tmp_path):
     vision_s = load_file(start / "model.safetensors")["visual_projection.weight"]
     vision_p = load_file(primed / "model.safetensors")["visual_projection.weight"]
     assert not torch.equal(vision_s, vision_p)  # while the image tower learns
+
+
+def test_text_lr_scale_slows_only_the_text_tower(tmp_path):
+    start = pretrain(
+        PretrainConfig(**{**TINY, "steps": 1, "lr": 0.0}), tmp_path / "s", progress=False
+    )
+    frozen = pretrain(
+        PretrainConfig(**{**TINY, "primer_steps": 0, "text_lr_scale": 0.0}),
+        tmp_path / "f",
+        progress=False,
+    )
+    s, f = _text_weights(start), _text_weights(frozen)
+    assert all(torch.equal(s[k], f[k]) for k in s)  # lr 0 for the text: AdamW leaves it be
+    vision_s = load_file(start / "model.safetensors")["visual_projection.weight"]
+    vision_f = load_file(frozen / "model.safetensors")["visual_projection.weight"]
+    assert not torch.equal(vision_s, vision_f)
 
 
 def test_primer_captions_name_only_where_one_or_two_objects_are(monkeypatch, tmp_path):

@@ -53,9 +53,14 @@ def new_clip(
     text_heads: int = 2,
     projection_dim: int = 32,
     context_length: int = 16,
+    hidden_act: str = "quick_gelu",
     seed: int = 0,
 ) -> tuple[CLIPModel, object, CLIPImageProcessor]:
-    """A random-weight CLIP (seeded), its word-level tokenizer and its image processor."""
+    """A random-weight CLIP (seeded), its word-level tokenizer and its image processor.
+
+    `hidden_act` is the MLP activation of both towers, by transformers' name (OpenAI CLIP's
+    "quick_gelu", "gelu", ...).
+    """
     tokenizer = build_word_tokenizer(words, max_length=context_length)
     config = CLIPConfig(
         text_config=dict(
@@ -64,6 +69,7 @@ def new_clip(
             intermediate_size=4 * text_width,
             num_hidden_layers=text_layers,
             num_attention_heads=text_heads,
+            hidden_act=hidden_act,
             max_position_embeddings=context_length,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
@@ -74,6 +80,7 @@ def new_clip(
             intermediate_size=4 * vision_width,
             num_hidden_layers=vision_layers,
             num_attention_heads=vision_heads,
+            hidden_act=hidden_act,
             image_size=image_size,
             patch_size=patch_size,
         ),
