@@ -210,9 +210,7 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _param_groups(
-    model: torch.nn.Module, weight_decay: float, text_lr_scale: float = 1.0
-) -> list[dict]:
+def _param_groups(model: torch.nn.Module, weight_decay: float, text_lr_scale: float) -> list[dict]:
     """No weight decay on biases, norms, embeddings and the temperature; the text tower's
     groups carry `lr_scale` (train_step multiplies the step's learning rate by it)."""
     groups: dict[tuple[bool, bool], list] = {}
