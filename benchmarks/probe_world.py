@@ -78,7 +78,7 @@ def main() -> None:
     train_f, test_f = vision_features(model, x_train), vision_features(model, x_test)
     for name in train_f:
         print(f"  probe on {name + ':':<27} {probe(train_f[name], test_f[name]):.3f}")
-    prompts = [task.template.format(c) for c in task.classes]
+    prompts = [task.templates[0].format(c) for c in task.classes]  # the first (one-object) prompt
     tokens = bundle.tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
         text = features(model.get_text_features(**tokens))

@@ -102,6 +102,23 @@ def test_embed_export(capsys, tiny_clip_dir, domainbed_root, tmp_path):
     assert meta["domain_names"] == ["art", "photo"]
 
 
+@pytest.mark.parametrize("template", [None, "a photo of a {} thing."])
+def test_measure_on_world_data_uses_the_tasks_own_prompts(
+    capsys, tiny_clip_dir, tmp_path, template
+):
+    from clipgauge.world.tasks import get_task
+
+    out_json = tmp_path / "m.json"
+    argv = ["measure", "--model", tiny_clip_dir, "--data", "world:sizes?per_class=1&size=32"]
+    argv += ["--json", out_json, "--no-cache", "--no-progress"]
+    argv += ["--template", template] if template else []
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    templates = json.loads(out_json.read_text())["provenance"]["templates"]
+    assert templates == ([template] if template else list(get_task("sizes").templates))
+    assert len(templates) == 1 if template else len(templates) == 4
+
+
 def test_missing_data_is_a_clear_error(capsys, tiny_clip_dir, tmp_path):
     code, out, err = _run(
         capsys, "measure", "--model", tiny_clip_dir, "--data", tmp_path / "nowhere", "--no-cache"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from clipgauge.data.dataset import Item
 from clipgauge.errors import DataError
+from clipgauge.prompts import DEFAULT_TEMPLATE, templates_for
 from clipgauge.world import (
     ATTRIBUTES,
     WORLD_VERSION,
@@ -338,6 +339,11 @@ BASE_TASK = {
         ({"classes": ["circle"]}, "at least two classes"),
         ({"template": "a photo of a thing."}, "exactly one"),
         ({"template": "a snapshot of a {}."}, "snapshot"),
+        ({"templates": ["a photo of a {}.", "a snapshot of a {}."]}, "snapshot"),
+        ({"template": "a {}.", "templates": ["a photo of a {}."]}, "not both or neither"),
+        ({"template": None, "templates": []}, "not both or neither"),
+        ({"templates": "a photo of a {}."}, "non-empty list"),
+        ({"templates": ["a {}.", "a {}."]}, "twice"),
         ({"domains": ["photo", "mosaic"]}, "mosaic"),
         ({"fixed": {"shape": "star"}}, "own attribute"),
         ({"fixed": {"count": 9}}, "count cannot be 9"),
@@ -346,8 +352,49 @@ BASE_TASK = {
     ],
 )
 def test_bad_task_entries_are_data_errors(change, message):
+    entry = {**BASE_TASK, **change}
+    if "templates" in change and "template" not in change:
+        del entry["template"]
+    if change.get("template", "") is None:
+        del entry["template"], entry["templates"]
     with pytest.raises(DataError, match=message):
-        parse_tasks({"t": {**BASE_TASK, **change}})
+        parse_tasks({"t": entry})
+
+
+def test_task_templates_are_one_string_or_an_ensemble():
+    one = parse_tasks({"t": BASE_TASK})["t"]
+    assert one.templates == ("a photo of a {}.",)
+    entry = {k: v for k, v in BASE_TASK.items() if k != "template"}
+    entry["templates"] = ["a photo of a {}.", "a photo of two {} shapes."]
+    both = parse_tasks({"t": entry})["t"]
+    assert both.prompts() == [
+        "a photo of a circle.",
+        "a photo of a star.",
+        "a photo of two circle shapes.",
+        "a photo of two star shapes.",
+    ]
+    assert both.to_dict()["templates"] == entry["templates"]
+
+
+def test_templates_for_gives_world_data_its_tasks_prompts():
+    data = world_dataset("positions", per_class=1)
+    assert templates_for(None, data) == list(load_tasks()["positions"].templates)
+    assert templates_for(["a {}."], data) == ["a {}."]  # asked for: used as given
+    mine = replace(data, source={**data.source, "task": "not-packaged"})
+    assert templates_for(None, mine) == [DEFAULT_TEMPLATE]
+    folders = replace(data, source={"kind": "domainbed"})
+    assert templates_for(None, folders) == [DEFAULT_TEMPLATE]
+
+
+def test_shipped_tasks_have_a_prompt_for_each_object_count_they_show():
+    """One prompt per number of objects: 'a star' and 'two star shapes' (tasks.yaml)."""
+    tasks = load_tasks()
+    for name in ("shapes", "textures", "positions"):  # one or two objects
+        assert len(tasks[name].templates) == 2, name
+        assert "two" in caption_words(tasks[name].templates[1]), name
+    for name in ("colours", "sizes"):  # one to four
+        assert len(tasks[name].templates) == 4, name
+    assert len(tasks["counts"].templates) == 1  # its class names say how many
 
 
 def test_load_tasks_from_a_user_file(tmp_path: Path):

@@ -58,7 +58,7 @@ def test_world_clip_zero_shot_above_thresholds(world_clip, task):
     bundle = world_clip
     spec = load_tasks()[task]
     data = world_dataset(task, split="test", per_class=12, seed=0)
-    report = measure(bundle, data, templates=spec.template, progress=False)
+    report = measure(bundle, data, templates=list(spec.templates), progress=False)
     chance = 1 / len(spec.classes)
     accuracy = report.rows["overall"]["zero_shot_accuracy"]
     assert MIN_ACCURACY[task] > chance

@@ -114,11 +114,11 @@ def cmd_embed(args) -> int:
     from clipgauge.data.splits import select_split
     from clipgauge.embeddings import check_embeddings_path, embed_dataset, save_embeddings
     from clipgauge.models.loading import load_clip
-    from clipgauge.prompts import load_templates
+    from clipgauge.prompts import templates_for
 
     check_embeddings_path(args.out)  # before the work, not after it
-    templates = load_templates(template_arg(args.template))
     dataset = open_dataset(args.data, domains=args.domains, class_map=args.class_map)
+    templates = templates_for(template_arg(args.template), dataset)
     dataset = select_split(dataset, args.split, seed=args.seed, test_fraction=args.test_fraction)
     bundle = load_clip(args.model, device=args.device, dtype=args.dtype)
     embeddings = embed_dataset(

@@ -27,6 +27,18 @@ def _validate(templates: Sequence[str], origin: str) -> list[str]:
     return out
 
 
+def templates_for(spec: str | Sequence[str] | None, dataset) -> list[str]:
+    """`load_templates(spec)`; with no templates given, a packaged world task's data gets the
+    task's own (tasks.yaml), other data the default."""
+    if spec is None and dataset.source.get("kind") == "world":
+        from clipgauge.world.tasks import load_tasks
+
+        task = load_tasks().get(dataset.source.get("task"))
+        if task is not None:
+            return list(task.templates)
+    return load_templates(spec)
+
+
 def load_templates(spec: str | Sequence[str] | None) -> list[str]:
     """Templates from a template string, a list of them, or a .txt/.json/.yaml file of them.
 

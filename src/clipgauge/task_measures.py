@@ -14,7 +14,7 @@ from clipgauge.data.dataset import ImageDataset
 from clipgauge.embeddings import TaskEmbeddings, embed_dataset
 from clipgauge.measures import compute_measures
 from clipgauge.models.loading import ClipBundle, load_clip
-from clipgauge.prompts import load_templates
+from clipgauge.prompts import templates_for
 
 OVERALL = "overall"
 
@@ -112,7 +112,7 @@ def measure(
     embeddings = embed_dataset(
         bundle,
         dataset,
-        load_templates(templates),
+        templates_for(templates, dataset),
         cache=cache,
         batch_size=batch_size,
         num_workers=num_workers,

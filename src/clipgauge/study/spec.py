@@ -468,7 +468,7 @@ class _Parser:
                 self.known_domains(domains, world_task.domains, f"{where}.domains", entry)
         template = entry.get("template")
         if template is None and world_task is not None:
-            template = world_task.template
+            template = list(world_task.templates)
         if template is not None and not isinstance(template, str | list):
             raise self.fail(
                 lines["template"],

@@ -32,7 +32,7 @@ from clipgauge.embeddings import embed_dataset, preprocessing_config
 from clipgauge.errors import ClipgaugeError
 from clipgauge.methods import Method, TunedClip, count_parameters, get_method
 from clipgauge.models.loading import DTYPES, ClipBundle, load_clip
-from clipgauge.prompts import load_templates
+from clipgauge.prompts import load_templates, templates_for
 from clipgauge.task_measures import MeasureReport, measure_embeddings
 from clipgauge.training.config import AUTO_PRESET, TrainConfig, resolve_train_config
 from clipgauge.training.engine import CHECKPOINT_DIR, train
@@ -236,7 +236,7 @@ def finetune(
     train_set, val_set, data_record = _training_data(
         data, train_domains, split, test_fraction, split_seed, config
     )
-    template_list = load_templates(templates)
+    template_list = templates_for(templates, train_set)
     run_config = {
         "clipgauge_version": __version__,
         "method": {"name": method_impl.name, "config": _asdict(method_config)},

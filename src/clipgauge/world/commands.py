@@ -16,7 +16,7 @@ def cmd_tasks(args) -> int:
     for task in tasks.values():
         print(f"{task.name:10s} {task.attribute:9s} domains: {', '.join(task.domains)}")
         print(f"{'':10s} classes ({len(task.classes)}): {', '.join(task.classes)}")
-        print(f"{'':10s} template: {task.template!r}")
+        print(f"{'':10s} templates: {', '.join(repr(t) for t in task.templates)}")
     if args.json:
         payload = {name: task.to_dict() for name, task in tasks.items()}
         atomic_write_bytes(Path(args.json), json.dumps(payload, indent=2).encode())

@@ -16,19 +16,20 @@ from clipgauge.world.captions import caption_words, vocabulary
 from clipgauge.world.scene import ATTRIBUTES, allowed_values
 from clipgauge.world.styles import load_domains
 
-_KEYS = {"attribute", "classes", "values", "template", "domains", "fixed"}
-_REQUIRED = ("attribute", "classes", "template", "domains")
+_KEYS = {"attribute", "classes", "values", "templates", "template", "domains", "fixed"}
+_REQUIRED = ("attribute", "classes", "domains")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
 class Task:
-    """Classify `attribute` into `classes` (scene values `values`); prompts fill `template`."""
+    """Classify `attribute` into `classes` (scene values `values`); prompts fill `templates`,
+    an ensemble when there are several (their class embeddings are averaged)."""
 
     name: str
     attribute: str
     classes: tuple[str, ...]
-    template: str
+    templates: tuple[str, ...]
     domains: tuple[str, ...]
     values: tuple = ()  # attribute value per class; the class names themselves when empty
     fixed: dict = field(default_factory=dict)  # other attributes pinned to a value or a list
@@ -38,8 +39,8 @@ class Task:
             object.__setattr__(self, "values", tuple(self.classes))
 
     def prompts(self) -> list[str]:
-        """The zero-shot prompt of every class, in class order."""
-        return [self.template.format(name) for name in self.classes]
+        """Every zero-shot prompt: each template's prompts in class order, template by template."""
+        return [t.format(name) for t in self.templates for name in self.classes]
 
     def folder_names(self) -> list[str]:
         """Class folder names for a DomainBed export: spaces become `_`."""
@@ -55,7 +56,7 @@ class Task:
             "attribute": self.attribute,
             "classes": list(self.classes),
             "values": list(self.values),
-            "template": self.template,
+            "templates": list(self.templates),
             "domains": list(self.domains),
             "fixed": dict(self.fixed),
         }
@@ -76,7 +77,9 @@ def parse_task(name: str, entry: object, origin: str = "tasks.yaml") -> Task:
     if not isinstance(name, str) or not _NAME.match(name):
         raise DataError(f"{where}: task names use lower-case letters, digits, '-' and '_'")
     if not isinstance(entry, dict):
-        raise DataError(f"{where}: expected a mapping with keys {', '.join(_REQUIRED)}")
+        raise DataError(
+            f"{where}: expected a mapping with keys {', '.join(_REQUIRED)} and templates"
+        )
     unknown = sorted(set(entry) - _KEYS)
     missing = [k for k in _REQUIRED if k not in entry]
     if unknown or missing:
@@ -100,22 +103,17 @@ def parse_task(name: str, entry: object, origin: str = "tasks.yaml") -> Task:
     if len(set(values)) != len(values):
         raise DataError(f"{where}: two classes have the same {attribute}: {values}")
 
-    template = entry["template"]
-    if (
-        not isinstance(template, str)
-        or template.count("{}") != 1
-        or "{" in template.replace("{}", "")
-    ):
-        raise DataError(f"{where}: template must contain exactly one {{}}, got {template!r}")
+    templates = _templates(entry, where)
     known = set(vocabulary())
-    for class_name in classes:
-        prompt = template.format(class_name)
-        outside = sorted(set(caption_words(prompt)) - known)
-        if outside:
-            raise DataError(
-                f"{where}: prompt {prompt!r} uses {outside}, which no caption contains; "
-                "use words from clipgauge.world.vocabulary()"
-            )
+    for template in templates:
+        for class_name in classes:
+            prompt = template.format(class_name)
+            outside = sorted(set(caption_words(prompt)) - known)
+            if outside:
+                raise DataError(
+                    f"{where}: prompt {prompt!r} uses {outside}, which no caption contains; "
+                    "use words from clipgauge.world.vocabulary()"
+                )
 
     domains = _string_list(entry, "domains", where)
     known_domains = list(load_domains())
@@ -137,11 +135,33 @@ def parse_task(name: str, entry: object, origin: str = "tasks.yaml") -> Task:
         name=name,
         attribute=attribute,
         classes=tuple(classes),
-        template=template,
+        templates=tuple(templates),
         domains=tuple(domains),
         values=tuple(values),
         fixed={k: list(v) if isinstance(v, (list, tuple)) else v for k, v in fixed.items()},
     )
+
+
+def _templates(entry: dict, where: str) -> list[str]:
+    """`templates` (a list: an ensemble) or `template` (one string), each with one {}."""
+    if ("templates" in entry) == ("template" in entry):
+        raise DataError(
+            f"{where}: give `templates` (a list of prompts with {{}} for the class) or "
+            "`template` (one such prompt), not both or neither"
+        )
+    templates = entry.get("templates", [entry.get("template")])
+    if not isinstance(templates, list) or not templates:
+        raise DataError(f"{where}: `templates` must be a non-empty list, not {templates!r}")
+    for template in templates:
+        if (
+            not isinstance(template, str)
+            or template.count("{}") != 1
+            or "{" in template.replace("{}", "")
+        ):
+            raise DataError(f"{where}: a template must contain exactly one {{}}, got {template!r}")
+    if len(set(templates)) != len(templates):
+        raise DataError(f"{where}: `templates` lists a template twice: {templates}")
+    return templates
 
 
 def parse_tasks(document: object, origin: str = "tasks.yaml") -> dict[str, Task]:

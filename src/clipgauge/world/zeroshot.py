@@ -20,13 +20,13 @@ def world_zeroshot(
     cache: TensorCache | None = None,
     progress: bool = False,
 ) -> dict[str, MeasureReport]:
-    """`measure` on each world task's split, with the task's own prompt template."""
+    """`measure` on each world task's split, with the task's own prompt templates."""
     bundle = model if isinstance(model, ClipBundle) else load_clip(str(model), device="cpu")
     reports = {}
     for name, task in load_tasks().items():
         data = world_dataset(name, split=split, per_class=per_class, seed=seed)
         reports[name] = measure(
-            bundle, data, templates=task.template, cache=cache, progress=progress
+            bundle, data, templates=list(task.templates), cache=cache, progress=progress
         )
     return reports
 
