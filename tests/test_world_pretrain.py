@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,9 +9,16 @@ from tinyworld import TINY_PRETRAIN
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from clipgauge.cli import main
+from clipgauge.errors import ClipgaugeError
 from clipgauge.world import pretraining_stream, vocabulary
 from clipgauge.world.captions import COUNT_WORDS, POSITION_PHRASES, caption_words
-from clipgauge.world.pretrain import PretrainConfig, _pixels, pretrain, sincos_grid
+from clipgauge.world.pretrain import (
+    PretrainConfig,
+    _pixels,
+    pretrain,
+    sincos_grid,
+    text_lr_scale_at,
+)
 from clipgauge.world.scene import SHAPES, SIZES, TEXTURES
 from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
@@ -152,7 +160,9 @@ def test_text_lr_scale_slows_only_the_text_tower(tmp_path):
         PretrainConfig(**{**TINY, "steps": 1, "lr": 0.0}), tmp_path / "s", progress=False
     )
     frozen = pretrain(
-        PretrainConfig(**{**TINY, "primer_steps": 0, "text_lr_scale": 0.0}),
+        PretrainConfig(
+            **{**TINY, "primer_steps": 0, "text_lr_scale": 0.0, "text_lr_scale_end": 0.0}
+        ),
         tmp_path / "f",
         progress=False,
     )
@@ -161,6 +171,41 @@ def test_text_lr_scale_slows_only_the_text_tower(tmp_path):
     vision_s = load_file(start / "model.safetensors")["visual_projection.weight"]
     vision_f = load_file(frozen / "model.safetensors")["visual_projection.weight"]
     assert not torch.equal(vision_s, vision_f)
+
+
+def test_text_lr_scale_rises_from_the_primers_end_to_the_last_step():
+    cfg = PretrainConfig(steps=11, primer_steps=1, text_lr_scale=0.1, text_lr_scale_end=1.0)
+    scales = [text_lr_scale_at(step, cfg) for step in range(cfg.steps)]
+    assert scales[:2] == [0.1, 0.1]  # the primer (text locked anyway) and the first main step
+    assert scales[-1] == pytest.approx(1.0) and scales[6] == pytest.approx(0.1 + 5 / 9 * 0.9)
+    assert all(b > a for a, b in zip(scales[1:], scales[2:], strict=False))
+    flat = replace(cfg, text_lr_scale_end=0.1)
+    assert {text_lr_scale_at(s, flat) for s in range(flat.steps)} == {0.1}
+
+
+def test_pretrain_gives_the_text_groups_the_rising_scale(monkeypatch, tmp_path):
+    from clipgauge.world import pretrain as module
+
+    seen, real = [], module.train_step
+
+    def spy(model, tokenizer, optimizer, images, captions, lr):
+        text = {g["lr_scale"] for g in optimizer.param_groups if g["text"]}
+        vision = {g["lr_scale"] for g in optimizer.param_groups if not g["text"]}
+        seen.append((text, vision))
+        return real(model, tokenizer, optimizer, images, captions, lr)
+
+    monkeypatch.setattr(module, "train_step", spy)
+    cfg = PretrainConfig(**{**TINY, "steps": 4, "primer_steps": 1, "text_lr_scale_end": 0.7})
+    pretrain(cfg, tmp_path / "wc", progress=False)
+    assert [text for text, _ in seen] == [{text_lr_scale_at(s, cfg)} for s in range(4)]
+    (last,) = seen[-1][0]
+    assert last == pytest.approx(0.7) and all(vision == {1.0} for _, vision in seen)
+
+
+def test_negative_text_lr_scale_is_a_clear_error(tmp_path):
+    with pytest.raises(ClipgaugeError, match="text_lr_scale_end must be >= 0"):
+        pretrain(PretrainConfig(**{**TINY, "text_lr_scale_end": -1.0}), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_primer_captions_name_only_where_one_or_two_objects_are(monkeypatch, tmp_path):
