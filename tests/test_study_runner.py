@@ -19,7 +19,7 @@ from clipgauge.study import runner
 from clipgauge.study.runner import cap_per_domain, parse_shard, run_study
 from clipgauge.study.spec import SpecError
 from clipgauge.training.engine import TrainingDivergedError
-from clipgauge.world import world_dataset
+from clipgauge.world import load_tasks, world_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,12 +109,12 @@ def test_a_tiny_study_stores_every_run_and_protocol(finished):
         for task, domains in [("sizes", '["photo"]'), ("textures", '["cartoon", "photo"]')]
         for method in ["zeroshot", "bitfit", "clip-adapter"]
     )
-    for run_id, *_, status, attempts, config in rows:
+    for run_id, task, *_, status, attempts, config in rows:
         assert status == "finished" and attempts == 1
         assert hashlib.sha256(config.encode()).hexdigest()[:16] == run_id  # the config hash
         config = json.loads(config)
         assert config["model"]["fingerprint"] and config["preprocessing"]["image_mean"]
-        assert config["task"]["templates"] == ["a photo of a {} object."]
+        assert config["task"]["templates"] == list(load_tasks()[task].templates)  # its own
     # rows per protocol per run: (domains + overall) x every measure
     sizes, textures, counts = 4, 4, 2
     expected = {
