@@ -46,7 +46,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         help="prompt template with {} for the class (repeat for an ensemble) or a .txt/.json/.yaml "
-        "file of templates (default: 'a photo of a {}.')",
+        "file of templates (default: a world:<task>'s own prompts, else 'a photo of a {}.')",
     )
     p.add_argument("--split", default="all", choices=["all", "train", "test"])
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")

@@ -81,7 +81,7 @@ def add_commands(subparsers) -> None:
         action="append",
         default=None,
         help="prompt template with {} (repeat for an ensemble) or a templates file "
-        "(default: 'a photo of a {}.')",
+        "(default: a world:<task>'s own prompts, else 'a photo of a {}.')",
     )
     p.add_argument("--domains", type=csv_list, default=None, help="comma-separated domain names")
     p.add_argument("--json", default=None, help="also write the advice and predictions here")

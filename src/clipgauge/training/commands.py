@@ -158,7 +158,12 @@ def _add_finetune(sub) -> None:
         metavar="KEY=VALUE",
         help="method option, repeatable (e.g. rank=8, towers=image, blocks=6-11)",
     )
-    p.add_argument("--template", action="append", default=None, help="prompt template(s)")
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help="prompt template(s) (default: a world:<task>'s own prompts, else 'a photo of a {}.')",
+    )
     g = p.add_argument_group("training (default: the preset's, else TrainConfig's)")
     g.add_argument(
         "--preset",
