@@ -43,7 +43,8 @@ class PretrainConfig:
 
     seed: int = 0
     # In all, the primer's included. 2,500 took 27.8-29.8 min, as fast or slow as the shared
-    # machine ran that hour; 2,400 keep a margin below the 30-minute budget (v5: 28.9 min).
+    # machine ran that hour; 2,400 took 28.9 and 32.0 min (v5, two bit-identical runs), at the
+    # 30-minute budget.
     steps: int = 2400
     batch_size: int = 128
     lr: float = 1.5e-3
