@@ -349,9 +349,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
         in_primer = step < primer_steps
         for p in text_params:
             p.requires_grad_(not in_primer)
+        text_scale = text_lr_scale_at(step, cfg)
         for group in optimizer.param_groups:
             if group["text"]:
-                group["lr_scale"] = text_lr_scale_at(step, cfg)
+                group["lr_scale"] = text_scale
         if in_primer:
             images, captions = next(primer)
         else:

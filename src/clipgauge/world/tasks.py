@@ -105,15 +105,13 @@ def parse_task(name: str, entry: object, origin: str = "tasks.yaml") -> Task:
 
     templates = _templates(entry, where)
     known = set(vocabulary())
-    for template in templates:
-        for class_name in classes:
-            prompt = template.format(class_name)
-            outside = sorted(set(caption_words(prompt)) - known)
-            if outside:
-                raise DataError(
-                    f"{where}: prompt {prompt!r} uses {outside}, which no caption contains; "
-                    "use words from clipgauge.world.vocabulary()"
-                )
+    for prompt in (t.format(name) for t in templates for name in classes):  # as Task.prompts
+        outside = sorted(set(caption_words(prompt)) - known)
+        if outside:
+            raise DataError(
+                f"{where}: prompt {prompt!r} uses {outside}, which no caption contains; "
+                "use words from clipgauge.world.vocabulary()"
+            )
 
     domains = _string_list(entry, "domains", where)
     known_domains = list(load_domains())
