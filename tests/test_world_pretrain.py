@@ -35,6 +35,10 @@ def test_pretrain_writes_a_plain_hf_checkpoint(tmp_path):
     # the activation is a plain config field: transformers alone builds the same MLPs
     assert model.config.vision_config.hidden_act == model.config.text_config.hidden_act == "gelu"
     assert type(model.vision_model.encoder.layers[0].mlp.activation_fn).__name__ == "GELUActivation"
+    # the image tower's MLP width is the config's; the text tower keeps CLIP's 4 x width
+    assert model.config.vision_config.intermediate_size == TINY["vision_mlp_width"] == 48
+    assert model.vision_model.encoder.layers[0].mlp.fc1.out_features == 48
+    assert model.config.text_config.intermediate_size == 4 * TINY["text_width"]
     record = json.loads((out / "pretraining.json").read_text())
     assert record["config"]["steps"] == 3 and len(record["log"]) >= 2
     # every caption word is in the tokenizer: nothing maps to <unk>
@@ -236,4 +240,11 @@ def test_pretrain_cli_rejects_a_negative_primer(tmp_path, capsys):
     code = main(["world", "pretrain", "--out", str(tmp_path / "wc"), "--primer-steps", "-1"])
     assert code == 2
     assert "--primer-steps" in capsys.readouterr().err
+    assert not (tmp_path / "wc").exists()
+
+
+def test_pretrain_cli_rejects_a_zero_mlp_width(tmp_path, capsys):
+    code = main(["world", "pretrain", "--out", str(tmp_path / "wc"), "--vision-mlp-width", "0"])
+    assert code == 2
+    assert "--vision-mlp-width" in capsys.readouterr().err
     assert not (tmp_path / "wc").exists()

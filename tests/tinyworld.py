@@ -7,6 +7,7 @@ TINY_PRETRAIN = dict(
     vision_width=32,
     vision_layers=1,
     vision_heads=2,
+    vision_mlp_width=48,  # not 4 x 32: the field reaches the saved config
     text_width=32,
     text_layers=1,
     text_heads=2,

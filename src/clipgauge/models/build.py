@@ -51,6 +51,7 @@ def new_clip(
     text_width: int = 32,
     text_layers: int = 2,
     text_heads: int = 2,
+    vision_mlp_width: int | None = None,
     projection_dim: int = 32,
     context_length: int = 16,
     hidden_act: str = "quick_gelu",
@@ -59,9 +60,12 @@ def new_clip(
     """A random-weight CLIP (seeded), its word-level tokenizer and its image processor.
 
     `hidden_act` is the MLP activation of both towers, by transformers' name (OpenAI CLIP's
-    "quick_gelu", "gelu", ...).
+    "quick_gelu", "gelu", ...). `vision_mlp_width` is the image tower's MLP hidden units
+    (transformers' `intermediate_size`); None gives CLIP's 4 x width, as the text tower has.
     """
     tokenizer = build_word_tokenizer(words, max_length=context_length)
+    if vision_mlp_width is None:
+        vision_mlp_width = 4 * vision_width
     config = CLIPConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -77,7 +81,7 @@ def new_clip(
         ),
         vision_config=dict(
             hidden_size=vision_width,
-            intermediate_size=4 * vision_width,
+            intermediate_size=vision_mlp_width,
             num_hidden_layers=vision_layers,
             num_attention_heads=vision_heads,
             hidden_act=hidden_act,

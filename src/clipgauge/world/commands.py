@@ -112,6 +112,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
+        "--vision-mlp-width",
+        dest="vision_mlp_width",
+        type=int,
+        default=None,
+        help="hidden units of the image tower's MLPs (default: the shipped model's)",
+    )
+    p.add_argument(
         "--primer-steps",
         dest="primer_steps",
         type=int,

@@ -67,6 +67,7 @@ class PretrainConfig:
     vision_width: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
+    vision_mlp_width: int = 512  # the image tower's MLP hidden units (CLIP: 4 x width)
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
@@ -266,6 +267,7 @@ def initial_model(cfg: PretrainConfig):
         vision_width=cfg.vision_width,
         vision_layers=cfg.vision_layers,
         vision_heads=cfg.vision_heads,
+        vision_mlp_width=cfg.vision_mlp_width,
         text_width=cfg.text_width,
         text_layers=cfg.text_layers,
         text_heads=cfg.text_heads,
@@ -321,6 +323,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, progress: bool = True)
         raise ClipgaugeError(
             "text_lr_scale and text_lr_scale_end must be >= 0, not "
             f"{cfg.text_lr_scale} and {cfg.text_lr_scale_end}"
+        )
+    if cfg.vision_mlp_width < 1:
+        raise ClipgaugeError(
+            f"vision_mlp_width (--vision-mlp-width) must be >= 1, not {cfg.vision_mlp_width}"
         )
     torch.set_num_threads(cfg.threads)
     model, tokenizer, processor = initial_model(cfg)
