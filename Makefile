@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-# The main job: the shipped `world` study on world-clip (about 10 minutes on 2 CPU cores).
+# The main job: the shipped `world` study on world-clip (about 8 minutes on 2 CPU cores).
 demo: $(STAMP)
 	$(VENV)/bin/clipgauge study world --out studies/world
 
