@@ -21,6 +21,10 @@ def test_tiny_checkpoint_loads_with_plain_transformers(tiny_clip_dir):
     assert tok.unk_token_id not in ids["input_ids"][0].tolist()
     assert model.config.text_config.eos_token_id == tok.eos_token_id != 2
     assert proc.crop_size["height"] == model.config.vision_config.image_size
+    # without vision_mlp_width both towers have CLIP's 4 x width MLPs
+    vision, text = model.config.vision_config, model.config.text_config
+    assert vision.intermediate_size == 4 * vision.hidden_size
+    assert text.intermediate_size == 4 * text.hidden_size
 
 
 def test_load_clip_bundle(tiny_clip_dir):
