@@ -12,16 +12,19 @@ from clipgauge.methods import zeroshot, full, bitfit, lora, clip_adapter, aclip 
 from clipgauge.methods.base import (
     Method,
     MethodError,
+    MethodTask,
     NotMergeableError,
     TunedClip,
     count_parameters,
 )
 from clipgauge.methods.counts import parameter_counts
-from clipgauge.methods.registry import get_method, method_names, register
+from clipgauge.methods.registry import baseline_method, get_method, method_names, register
 
 __all__ = [
+    "baseline_method",
     "Method",
     "MethodError",
+    "MethodTask",
     "NotMergeableError",
     "TunedClip",
     "count_parameters",

@@ -16,6 +16,7 @@ from clipgauge.methods.base import (
     TOWERS,
     Method,
     MethodError,
+    MethodTask,
     TunedClip,
     check_choice,
     parse_blocks,
@@ -50,7 +51,9 @@ class AClip(Method):
     config_class = AClipConfig
     description = "attention q/k/v projection weights"
 
-    def prepare(self, clip_model: CLIPModel, config: AClipConfig) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: AClipConfig, task: MethodTask | None = None
+    ) -> TunedClip:
         layers = {
             "vision_model": clip_model.config.vision_config.num_hidden_layers,
             "text_model": clip_model.config.text_config.num_hidden_layers,

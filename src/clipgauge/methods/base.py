@@ -1,8 +1,9 @@
 """What every fine-tuning method shares: the tuned-model wrapper, the hook interface, options.
 
 A method is a config dataclass plus a `Method` subclass with a few hooks the training engine
-calls (`prepare`, `trained_state`, `load_trained`, `merge`, `trains_text_tower`). The engine
-never asks which method it runs; it only calls these hooks.
+calls (`prepare`, `trained_state`, `load_trained`, `merge`, `trains_text_tower`) and a few
+class attributes that say what it is (`trains_nothing`, `changes_base_weights`). Nothing
+outside `clipgauge.methods` asks which method it runs; it only calls these hooks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import re
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -195,6 +197,21 @@ def _coerce(option: str, value: Any, kind: Any) -> Any:
         raise MethodError(f"option {option}={value!r} is not a valid {name}") from None
 
 
+@dataclass(frozen=True)
+class MethodTask:
+    """What a method may know of the task it is prepared for: the class names, the prompt
+    templates (class prompts are template-major) and the model's tokenizer. Methods that
+    build class-aware parts (a zero-shot-initialised head, learned prompt context) use it."""
+
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    tokenizer: Any = None
+
+    @classmethod
+    def of(cls, class_names, templates, tokenizer=None) -> MethodTask:
+        return cls(tuple(class_names), tuple(templates), tokenizer)
+
+
 class Method:
     """Base of every fine-tuning method. Subclasses set the class attributes and `prepare`.
 
@@ -207,6 +224,9 @@ class Method:
     description: ClassVar[str] = ""
     # Whether training changes CLIP's own weights (what WiSE-FT interpolates).
     changes_base_weights: ClassVar[bool] = True
+    # Whether the method trains nothing at all: the zero-shot baseline every gain is measured
+    # against. A study evaluates such a method without a training run.
+    trains_nothing: ClassVar[bool] = False
 
     def make_config(self, options: Mapping[str, Any] | None = None):
         """The method's config with `options` (CLI strings or typed values) applied."""
@@ -231,8 +251,11 @@ class Method:
             parts.append(f"{f.name}={shown} ({f.metadata.get('help', '')})")
         return "; ".join(parts)
 
-    def prepare(self, clip_model: CLIPModel, config) -> TunedClip:
-        """Freeze, select trainable parameters and add modules; modifies `clip_model`."""
+    def prepare(self, clip_model: CLIPModel, config, task: MethodTask | None = None) -> TunedClip:
+        """Freeze, select trainable parameters and add modules; modifies `clip_model`.
+
+        The engine always passes the `task`; counting parameters passes None, so a method
+        whose parts depend on the task builds them with its own default task there."""
         raise NotImplementedError
 
     def trained_state(self, tuned: TunedClip) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from clipgauge.methods.base import (
     BLOCK_PARAM,
     TOWERS,
     Method,
+    MethodTask,
     TunedClip,
     check_choice,
     tower_prefixes,
@@ -43,7 +44,9 @@ class BitFit(Method):
     config_class = BitFitConfig
     description = "biases inside the transformer blocks"
 
-    def prepare(self, clip_model: CLIPModel, config: BitFitConfig) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: BitFitConfig, task: MethodTask | None = None
+    ) -> TunedClip:
         prefixes = tower_prefixes(config.towers)
 
         def selected(name: str) -> bool:

@@ -16,6 +16,7 @@ from clipgauge.methods.base import (
     TOWERS,
     Method,
     MethodError,
+    MethodTask,
     NotMergeableError,
     TunedClip,
     check_choice,
@@ -63,7 +64,9 @@ class ClipAdapter(Method):
     description = "bottleneck adapters on the embeddings"
     changes_base_weights = False
 
-    def prepare(self, clip_model: CLIPModel, config: ClipAdapterConfig) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: ClipAdapterConfig, task: MethodTask | None = None
+    ) -> TunedClip:
         train_only(clip_model, lambda name: False)
         dim = clip_model.config.projection_dim
         where = {"device": clip_model.logit_scale.device, "dtype": clip_model.logit_scale.dtype}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from transformers import CLIPModel
 
-from clipgauge.methods.base import Method, TunedClip, train_only
+from clipgauge.methods.base import Method, MethodTask, TunedClip, train_only
 from clipgauge.methods.registry import register
 
 
@@ -20,7 +20,9 @@ class Full(Method):
     config_class = FullConfig
     description = "every parameter"
 
-    def prepare(self, clip_model: CLIPModel, config: FullConfig) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: FullConfig, task: MethodTask | None = None
+    ) -> TunedClip:
         train_only(clip_model, lambda name: True)
         return TunedClip(clip_model)
 

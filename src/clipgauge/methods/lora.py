@@ -19,6 +19,7 @@ from clipgauge.methods.base import (
     TOWERS,
     Method,
     MethodError,
+    MethodTask,
     TunedClip,
     check_choice,
 )
@@ -58,7 +59,9 @@ class Lora(Method):
     config_class = LoraOptions
     description = "low-rank updates (peft) on q/v projections"
 
-    def prepare(self, clip_model: CLIPModel, config: LoraOptions) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: LoraOptions, task: MethodTask | None = None
+    ) -> TunedClip:
         from peft import LoraConfig, get_peft_model
 
         towers = [

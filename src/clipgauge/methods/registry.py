@@ -29,3 +29,11 @@ def get_method(name: str) -> Method:
 def method_names() -> list[str]:
     """Registered method names, in registration order."""
     return list(_METHODS)
+
+
+def baseline_method() -> str:
+    """The registered method that trains nothing: the zero-shot baseline of every study."""
+    names = [name for name, cls in _METHODS.items() if cls.trains_nothing]
+    if len(names) != 1:
+        raise MethodError(f"exactly one registered method must train nothing, found {names}")
+    return names[0]

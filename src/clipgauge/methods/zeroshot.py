@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from transformers import CLIPModel
 
-from clipgauge.methods.base import Method, TunedClip, train_only
+from clipgauge.methods.base import Method, MethodTask, TunedClip, train_only
 from clipgauge.methods.registry import register
 
 
@@ -20,8 +20,11 @@ class ZeroShot(Method):
     config_class = ZeroShotConfig
     description = "no training (the pretrained model as is)"
     changes_base_weights = False
+    trains_nothing = True
 
-    def prepare(self, clip_model: CLIPModel, config: ZeroShotConfig) -> TunedClip:
+    def prepare(
+        self, clip_model: CLIPModel, config: ZeroShotConfig, task: MethodTask | None = None
+    ) -> TunedClip:
         train_only(clip_model, lambda name: False)
         return TunedClip(clip_model)
 

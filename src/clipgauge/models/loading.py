@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from clipgauge.errors import ModelError
 
+DEFAULT_MODEL = "world-clip"  # the embedded model: every default works offline with it
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_SUFFIXES = (".safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
@@ -142,7 +143,7 @@ def _locate(name_or_path: str) -> tuple[Path, str]:
     named = named_models()
     if name_or_path in named:
         return named[name_or_path], name_or_path
-    if name_or_path == "world-clip":
+    if name_or_path == DEFAULT_MODEL:
         raise ModelError(
             "the embedded model 'world-clip' is not in this installation; build it with "
             "`clipgauge world pretrain --out src/clipgauge/assets/world-clip`"
@@ -219,7 +220,7 @@ def _quiet_transformers():
 
 
 def load_clip(
-    name_or_path: str = "world-clip", *, device: str | None = None, dtype: str = "fp32"
+    name_or_path: str = DEFAULT_MODEL, *, device: str | None = None, dtype: str = "fp32"
 ) -> ClipBundle:
     """Load a CLIP checkpoint with its tokenizer and image processor onto a device.
 

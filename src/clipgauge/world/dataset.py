@@ -18,6 +18,7 @@ from clipgauge.world.scene import WORLD_VERSION, sample_scene
 from clipgauge.world.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
+WORLD_PREFIX = "world:"  # data named world:<task>[?options] opens a world task
 PATH_PREFIX = "world://"
 
 
