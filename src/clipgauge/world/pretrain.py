@@ -42,43 +42,33 @@ class PretrainConfig:
     """Everything that decides the pretrained weights (stored beside them)."""
 
     seed: int = 0
-    # In all, the primer's included. With 512 image MLP units 2,500 took 27.8-29.8 min, as fast
-    # or slow as the shared machine ran that hour, and 2,400 took 28.9 and 32.0 min (v5); with
-    # 256 units (below), 2,400 took 25.8 and 24.7 min (v6, two bit-identical runs). At batch
-    # 96, 3,200 steps in the same time gave no better shapes (test 25.4%, val 23.5% vs 24.7%).
+    # In all, the primer's included: as many as fit in 30 min on 2 cores (docs/world-clip.md).
     steps: int = 2400
     batch_size: int = 128
     lr: float = 1.5e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
     # The text tower's learning rate as a fraction of `lr`. At the full rate it merges shape
-    # words long before the image tower tells those shapes apart (600 steps: the ten shape
-    # prompts' pairwise cosines 0.93-1.00), and two merged prompts give their images no
-    # gradient to part. At a tenth, the prompts stayed apart (0.83-0.97) and zero-shot shapes
-    # were 17.2% against 13.4% (600-step trials; 3%: 13.9%, counts and positions lower).
+    # words long before the image tower tells those shapes apart, and two merged prompts give
+    # their images no gradient to part (docs/world-clip.md).
     text_lr_scale: float = 0.1
     # ... and from the primer's end it rises linearly to this fraction at the last step, so the
-    # text tower catches up with what the image tower has learnt by then. Zero-shot shapes
-    # (test split, the tasks' prompt ensembles; the one-object prompt alone in brackets): held
-    # at 0.1 for 2,500 steps (world-clip v4) 25.5% (23.1%); rising to 1.0, 26.6% (24.4%) in
-    # 2,500 steps and 26.2% (23.5%) in 2,400 (v5, 512 image MLP units).
+    # text tower catches up with what the image tower has learnt by then.
     text_lr_scale_end: float = 1.0
     image_size: int = 64
     patch_size: int = 8
     vision_width: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
-    # The image tower's MLP hidden units: 2 x width, not CLIP's 4 x. The tower is ~80% of a
-    # step; at 256 a 2,400-step run took 24.7-25.8 min against 28.9-32.0 at 512 (v5), for
-    # shapes 25.4% against 26.2% (test split, the tasks' prompts; world-clip v6, shipped).
+    # The image tower's MLP hidden units: 2 x width, not CLIP's 4 x. The image tower is most of
+    # a step, and the narrower MLP buys time for steps at a small cost (docs/world-clip.md).
     vision_mlp_width: int = 256
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
     projection_dim: int = 128
     # Both towers' MLP activation. OpenAI's "quick_gelu" (x * sigmoid(1.702 x)) runs as
-    # separate elementwise ops, "gelu" as one fused CPU kernel: a pretraining step took
-    # 0.64-0.67 s against 0.70-0.71 s (80-step runs, 2 threads), so more steps fit in 30 min.
+    # separate elementwise ops, "gelu" as one fused CPU kernel, so a step is faster.
     hidden_act: str = "gelu"
     # "sincos": start the image tower's (learned) position embeddings from a 2-D sine-cosine
     # grid, as MAE does, instead of N(0, 0.02) noise that patch content drowns out.
@@ -125,9 +115,9 @@ class PretrainConfig:
     # ~50 steps, long before the image tower can see position, and neither recovers (zero-shot
     # positions stay at chance). With the text fixed, the image tower has to match the
     # captions' random embeddings and starts to encode position; then both towers train on the
-    # main mix, and the text tower learns position words from it (zero-shot 19% -> 99%, README).
+    # main mix, and the text tower learns position words from it (docs/world-clip.md).
     # Colour is named at its usual odds: a primer silent on colour teaches the image tower to
-    # ignore it, and 500 main steps later colours were still at 33% (89% when named).
+    # ignore it.
     primer_steps: int = 250
     primer_mention: dict[str, float] = field(
         default_factory=lambda: {
