@@ -79,7 +79,7 @@ class StudyWriter:
                 json.dumps(list(train_domains)),
                 method,
                 seed,
-                json.dumps(config or {"method": method}),
+                json.dumps(config or default_config(method, seed)),
                 status,
                 error,
                 1.0,
@@ -205,7 +205,10 @@ def planted_study(
                         train,
                         method,
                         seed,
-                        config={"method": method, "base_model": {"fingerprint": "abc123"}},
+                        config={
+                            **default_config(method, seed),
+                            "base_model": {"fingerprint": "abc123"},
+                        },
                     )
                     for domain, row in task["rows"].items():
                         w.add_measures(run_id, "measure_before", name, domain, row)
@@ -225,3 +228,8 @@ def planted_study(
     for w in writers:
         w.close()
     return truth
+
+
+def default_config(method: str, seed: int) -> dict:
+    """A run config as the study runner stores it: the zero-shot baseline trains nothing."""
+    return {"method": {"name": method}, "train": None if method == "zeroshot" else {"seed": seed}}

@@ -1,9 +1,7 @@
-import sys
-import types
-
 import pytest
 from imagegen import write_image
 
+import clipgauge.data.open as data_open
 from clipgauge.data.open import open_dataset
 from clipgauge.errors import DataError
 
@@ -37,16 +35,38 @@ def test_open_bad_specs(tmp_path):
         open_dataset("world:")
 
 
-def test_world_dispatch(monkeypatch):
+def test_registered_source_gets_name_and_options(monkeypatch):
     calls = []
-    fake = types.ModuleType("clipgauge.world")
-    fake.open_world = lambda task, **options: calls.append((task, options)) or "dataset"
-    monkeypatch.setitem(sys.modules, "clipgauge.world", fake)
-    assert open_dataset("world:shapes", domains=["a"]) == "dataset"
-    assert calls == [("shapes", {"domains": ["a"], "class_map": None})]
+    monkeypatch.setattr(data_open, "_SOURCES", {})
+    data_open.register_source("fake", lambda name, **opts: calls.append((name, opts)) or "dataset")
+    assert open_dataset("fake:shapes?x=1", domains=["a"]) == "dataset"
+    assert calls == [("shapes?x=1", {"domains": ["a"], "class_map": None})]
+    with pytest.raises(ValueError, match="prefix must be a name"):
+        data_open.register_source("no good", lambda name, **opts: None)
 
 
-def test_world_import_failure(monkeypatch):
-    monkeypatch.setitem(sys.modules, "clipgauge.world", None)  # makes the import fail
-    with pytest.raises(DataError, match="world:shapes.*clipgauge.world"):
+def test_world_source_comes_from_the_entry_point(monkeypatch):
+    monkeypatch.setattr(data_open, "_SOURCES", {})
+    dataset = open_dataset("world:shapes?per_class=1&domains=photo")
+    assert dataset.source["kind"] == "world" and len(dataset) == len(dataset.class_names)
+    assert dataset.templates and all("{}" in t for t in dataset.templates)
+    assert "world" in data_open._SOURCES
+
+
+def test_unknown_prefix_is_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"no such dataset path nosuch:thing"):
+        open_dataset("nosuch:thing")
+
+
+def test_source_import_failure(monkeypatch):
+    class Broken:
+        value = "clipgauge.world.dataset:open_world"
+
+        def load(self):
+            raise ImportError("planted")
+
+    monkeypatch.setattr(data_open, "_SOURCES", {})
+    monkeypatch.setattr(data_open, "entry_points", lambda group, name: [Broken()])
+    with pytest.raises(DataError, match="world: data.*clipgauge.world.dataset.*planted"):
         open_dataset("world:shapes")

@@ -29,6 +29,11 @@ MEASURE_FIELDS = (
     "iimm",
 )
 
+# The measure that accuracy tables, gains and correlations are about.
+ACCURACY = "zero_shot_accuracy"
+# The domain label of measures pooled over every domain of a task.
+OVERALL = "overall"
+
 DEFAULT_CHUNK_SIZE = 1024
 
 # Mean cosine distances below this are rounding noise: with exact duplicates sklearn computes

@@ -28,14 +28,10 @@ def _validate(templates: Sequence[str], origin: str) -> list[str]:
 
 
 def templates_for(spec: str | Sequence[str] | None, dataset) -> list[str]:
-    """`load_templates(spec)`; with no templates given, a packaged world task's data gets the
-    task's own (tasks.yaml), other data the default."""
-    if spec is None and dataset.source.get("kind") == "world":
-        from clipgauge.world.tasks import load_tasks
-
-        task = load_tasks().get(dataset.source.get("task"))
-        if task is not None:
-            return list(task.templates)
+    """`load_templates(spec)`; with no templates given, the dataset's own (a world task's
+    prompts from tasks.yaml), else the default."""
+    if spec is None and dataset.templates:
+        return list(dataset.templates)
     return load_templates(spec)
 
 

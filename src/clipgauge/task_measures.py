@@ -12,11 +12,9 @@ from clipgauge import __version__
 from clipgauge.cache import TensorCache, atomic_write_bytes
 from clipgauge.data.dataset import ImageDataset
 from clipgauge.embeddings import TaskEmbeddings, embed_dataset
-from clipgauge.measures import compute_measures
+from clipgauge.measures import OVERALL, compute_measures
 from clipgauge.models.loading import ClipBundle, load_clip
 from clipgauge.prompts import templates_for
-
-OVERALL = "overall"
 
 
 @dataclass

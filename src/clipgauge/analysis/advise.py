@@ -27,7 +27,7 @@ from clipgauge.analysis.correlations import (
     task_measure_table,
     which_measure_predicts_best,
 )
-from clipgauge.analysis.load import BASELINE_METHOD, OVERALL, Study, as_study, load_study
+from clipgauge.analysis.load import OVERALL, Study, as_study, load_study
 from clipgauge.analysis.summary import OUTCOME_LABELS, OUTCOMES, per_task_outcomes, run_outcomes
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.errors import ClipgaugeError
@@ -181,7 +181,7 @@ def predict_outcomes(study: Study | str | Path, measure_values: dict) -> tuple[p
     x0 = float(measure_values.get(measure, math.nan)) if measure else math.nan
     rows = []
     for method in per_task.index.get_level_values("method").unique():
-        if method == BASELINE_METHOD:
+        if method == study.baseline:
             continue
         outcomes = per_task.xs(method, level="method")
         if measure:
@@ -199,6 +199,7 @@ def predict_outcomes(study: Study | str | Path, measure_values: dict) -> tuple[p
         "measure": measure,
         "measure_value": x0,
         "verdict": verdict.sentence,
+        "baseline": study.baseline,
         "study_tasks": len(tasks),
         "study_range": (
             [float(tasks[measure].min()), float(tasks[measure].max())] if measure else None
@@ -211,9 +212,10 @@ def _recommend(predictions: pd.DataFrame, context: dict) -> tuple[str, str, list
     scores = predictions[predictions["outcome"] == "score"].set_index("method")
     scores = scores[scores["value"].notna()].sort_values("value", ascending=False)
     notes = []
+    baseline = context["baseline"]
     if scores.empty:
         return (
-            BASELINE_METHOD,
+            baseline,
             "The study has no fine-tuning run with a zeroshot baseline to learn from, so the "
             "only safe advice is to keep the model zero-shot.",
             notes,
@@ -238,10 +240,10 @@ def _recommend(predictions: pd.DataFrame, context: dict) -> tuple[str, str, list
     )
     recommended = best
     if row["value"] <= 0:
-        recommended = BASELINE_METHOD
+        recommended = baseline
         reason += (
             " No method is predicted to beat leaving the model zero-shot, so the advice is "
-            "not to fine-tune (zeroshot)."
+            f"not to fine-tune ({baseline})."
         )
     if len(scores) > 1:
         second, second_value = scores.index[1], scores["value"].iloc[1]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from clipgauge.analysis.load import BASELINE_METHOD, OVERALL, Study, as_study
+from clipgauge.analysis.load import ACCURACY, OVERALL, Study, as_study
 from clipgauge.analysis.summary import per_task_outcomes, run_outcomes
 from clipgauge.measures import MEASURE_FIELDS
 
@@ -33,7 +33,6 @@ DIFFICULTY_MEASURES = (
     "modality_gap",
     "iimm",
 )
-ACCURACY = "zero_shot_accuracy"
 METHOD_OUTCOMES = ("id_gain", "dg_gain", "cf_drop")
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -139,8 +138,9 @@ def _measure_rows(study: Study) -> pd.DataFrame:
     metrics = study.metrics[study.metrics["protocol"] == "measure_before"]
     runs = study.finished[["run_id", "task", "method"]]
     rows = metrics.drop(columns="eval_task").merge(runs, on="run_id")
-    zeroshot_tasks = set(rows.loc[rows["method"] == BASELINE_METHOD, "task"])
-    chosen = (rows["method"] == BASELINE_METHOD) | ~rows["task"].isin(zeroshot_tasks)
+    is_baseline = rows["method"] == study.baseline
+    zeroshot_tasks = set(rows.loc[is_baseline, "task"])
+    chosen = is_baseline | ~rows["task"].isin(zeroshot_tasks)
     return rows[chosen]
 
 
@@ -198,7 +198,7 @@ def correlation_table(
     task_table = tables["tasks"]
     per_task = per_task_outcomes(run_outcomes(study))
     names = per_task.index.get_level_values("method").unique() if methods else []
-    for method in [m for m in names if m != BASELINE_METHOD]:
+    for method in [m for m in names if m != study.baseline]:
         outcomes = per_task.xs(method, level="method").reindex(task_table.index)
         for outcome in METHOD_OUTCOMES:
             for measure in DIFFICULTY_MEASURES:

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 
 from clipgauge.errors import ClipgaugeError
+from clipgauge.measures import ACCURACY, OVERALL
 
-BASELINE_METHOD = "zeroshot"
-OVERALL = "overall"
-ACCURACY = "zero_shot_accuracy"
+__all__ = ["ACCURACY", "OVERALL", "Study", "as_study", "load_study"]
 # Status order when one run_id appears in several databases: the most complete copy wins.
 _STATUS_RANK = {"finished": 0, "failed": 1, "running": 2}
 
@@ -69,6 +68,15 @@ class Study:
     @property
     def methods(self) -> list[str]:
         return sorted(self.runs["method"].dropna().unique())
+
+    @property
+    def baseline(self) -> str | None:
+        """The method whose runs trained nothing (stored with no `train` config): the
+        zero-shot baseline that gains and drops are measured against."""
+        for method, config in zip(self.runs["method"], self.runs["config"], strict=True):
+            if isinstance(config, dict) and "train" in config and config["train"] is None:
+                return str(method)
+        return None
 
     def spec_name(self) -> str:
         name = self.spec.get("name")

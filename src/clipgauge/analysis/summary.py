@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipgauge.analysis.load import ACCURACY, BASELINE_METHOD, OVERALL, Study, as_study
+from clipgauge.analysis.load import ACCURACY, OVERALL, Study, as_study
 
 OUTCOMES = ("id_gain", "dg_gain", "cf_drop", "score")
 OUTCOME_LABELS = {
@@ -80,7 +80,8 @@ def run_outcomes(study: Study | str | Path) -> pd.DataFrame:
     out["cf_drop"] = out["run_id"].map(_forgetting_drop(study.metrics)).astype(float)
 
     unit = ["task", "train_key", "seed"]
-    baseline = out[out["method"] == BASELINE_METHOD].drop_duplicates(unit)
+    is_baseline = out["method"] == study.baseline
+    baseline = out[is_baseline].drop_duplicates(unit)
     baseline = baseline[[*unit, "run_id", "id_acc", "dg_acc"]].rename(
         columns={"run_id": "baseline_run_id", "id_acc": "base_id_acc", "dg_acc": "base_dg_acc"}
     )
@@ -88,7 +89,7 @@ def run_outcomes(study: Study | str | Path) -> pd.DataFrame:
     out["has_baseline"] = out["baseline_run_id"].notna()
     out["id_gain"] = out["id_acc"] - out["base_id_acc"]
     out["dg_gain"] = out["dg_acc"] - out["base_dg_acc"]
-    is_baseline = out["method"] == BASELINE_METHOD
+    is_baseline = out["method"] == study.baseline
     out.loc[is_baseline & out["cf_drop"].isna(), "cf_drop"] = 0.0
     out.loc[~out["has_baseline"], "cf_drop"] = np.nan
     parts = np.column_stack([out["id_gain"], out["dg_gain"], -out["cf_drop"]])
@@ -126,7 +127,7 @@ def method_summary(study: Study | str | Path) -> pd.DataFrame:
     seeds = per_seed_outcomes(outcomes)
     rows = []
     for method in study.methods:
-        row: dict = {"method": method}
+        row: dict = {"method": method, "baseline": method == study.baseline}
         values = (
             seeds.xs(method, level="method") if method in seeds.index.get_level_values(0) else None
         )
@@ -146,7 +147,7 @@ def method_summary(study: Study | str | Path) -> pd.DataFrame:
         rows.append(row)
     columns = ["method", *[f"{n}{s}" for n in OUTCOMES for s in ("", "_std")]]
     columns += ["n_seeds", "n_tasks", "n_runs", "failed_runs", "unfinished_runs"]
-    table = pd.DataFrame(rows, columns=[*columns, "no_baseline_runs"])
+    table = pd.DataFrame(rows, columns=[*columns, "no_baseline_runs", "baseline"])
     # plain float64 so a missing spread (one seed) is NaN, never pandas' NA
     outcome_columns = columns[1 : 1 + 2 * len(OUTCOMES)]
     table[outcome_columns] = table[outcome_columns].astype("float64")
@@ -214,7 +215,7 @@ def method_table(study: Study | str | Path) -> str:
 def verdict_sentence(summary: pd.DataFrame, n_tasks: int) -> str:
     """One sentence naming the best-balanced method, and how sure the seeds let us be."""
     ranked = summary[summary["score"].notna()]
-    candidates = ranked[ranked.index != BASELINE_METHOD]
+    candidates = ranked[~ranked["baseline"]]
     if candidates.empty:
         return "No fine-tuning method has a finished run with a zeroshot baseline: no verdict."
     best_name = candidates.index[0]
@@ -235,7 +236,8 @@ def verdict_sentence(summary: pd.DataFrame, n_tasks: int) -> str:
             text += "; with a single seed there is no spread to judge the gap by"
         elif gap <= spread:
             text += "; the gap is within the seed spread, so the two are not clearly apart"
-    base = summary.loc[BASELINE_METHOD, "score"] if BASELINE_METHOD in summary.index else 0.0
+    baseline = summary[summary["baseline"]]
+    base = baseline["score"].iloc[0] if len(baseline) else 0.0
     if not math.isnan(base) and best["score"] <= base:
         text += "; no method beats leaving the model zero-shot on this score"
     return text + "."

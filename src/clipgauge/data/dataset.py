@@ -26,7 +26,9 @@ class ImageDataset:
     `loader` turns an item into an RGB PIL image; file datasets use `load_rgb` on `item.path`,
     generated datasets render from the virtual id. `source` describes where the data came from
     (recorded with every result), `file_stats` holds (size, mtime_ns) per item for cache keys
-    (None for generated data, whose `source` already pins every pixel).
+    (None for generated data, whose `source` already pins every pixel). `templates` are the
+    prompt templates the source comes with (a world task's own prompts), used when none are
+    given; None means the default template.
     """
 
     items: list[Item]
@@ -35,6 +37,7 @@ class ImageDataset:
     loader: Callable[[Item], Image.Image]
     source: dict = field(default_factory=dict)
     file_stats: list[tuple[int, int]] | None = None
+    templates: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -61,6 +64,7 @@ class ImageDataset:
             loader=self.loader,
             source={**self.source, **source_update},
             file_stats=stats,
+            templates=self.templates,
         )
 
     def select_domains(self, names: Sequence[str]) -> ImageDataset:

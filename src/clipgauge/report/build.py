@@ -19,7 +19,7 @@ from clipgauge.analysis.correlations import (
     task_measure_table,
     which_measure_predicts_best,
 )
-from clipgauge.analysis.load import BASELINE_METHOD, Study, as_study
+from clipgauge.analysis.load import Study, as_study
 from clipgauge.analysis.summary import (
     OUTCOME_LABELS,
     format_method_table,
@@ -241,7 +241,7 @@ def build_report(out_dir: Study | str | Path) -> Path:
 
     scores = per_task["score"].unstack("method") if len(per_task) else pd.DataFrame()
     if len(scores.columns):
-        order = [m for m in summary.index if m in scores.columns and m != BASELINE_METHOD]
+        order = [m for m in summary.index if m in scores.columns and m != study.baseline]
         scores = scores[order]
     pngs = {
         "measures": figures.measure_vs_accuracy(tasks, domains, correlations),

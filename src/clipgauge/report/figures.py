@@ -11,8 +11,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from clipgauge.analysis.correlations import ACCURACY, DIFFICULTY_MEASURES
-from clipgauge.analysis.load import BASELINE_METHOD
+from clipgauge.analysis.correlations import DIFFICULTY_MEASURES
+from clipgauge.measures import ACCURACY
 
 FIGURE_NAMES = {
     "measures": "measure_vs_accuracy.png",
@@ -94,7 +94,7 @@ def measure_vs_accuracy(
 
 def method_outcomes(summary: pd.DataFrame) -> bytes:
     """Grouped bars of ID gain, DG gain and CF drop per method (pp), seed std as error bars."""
-    rows = summary[(summary.index != BASELINE_METHOD) & summary["score"].notna()]
+    rows = summary[~summary["baseline"] & summary["score"].notna()]
     fig = Figure(figsize=(max(5.0, 1.3 * len(rows) + 2), 3.6), layout="constrained")
     ax = fig.subplots()
     if rows.empty:
@@ -129,7 +129,7 @@ def method_outcomes(summary: pd.DataFrame) -> bytes:
 
 def dg_vs_cf(summary: pd.DataFrame, per_task: pd.DataFrame) -> bytes:
     """DG gain against CF drop: one large point per method (seed std bars), small per task."""
-    rows = summary[(summary.index != BASELINE_METHOD) & summary["score"].notna()]
+    rows = summary[~summary["baseline"] & summary["score"].notna()]
     fig = Figure(figsize=(5.6, 4.4), layout="constrained")
     ax = fig.subplots()
     if rows.empty or rows["dg_gain"].isna().all():

@@ -80,7 +80,6 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 PROTOCOLS = ("measure_before", "measure_after", "id", "dg", "cf_before", "cf_after")
 STATUSES = ("running", "finished", "failed")
-OVERALL = "overall"
 UNSHARDED = "study.sqlite"
 
 # (protocol, eval_task, domain, name, value)

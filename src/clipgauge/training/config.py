@@ -26,9 +26,15 @@ class TrainConfigError(ClipgaugeError):
 
 @dataclass
 class TrainConfig:
-    """Everything that decides how a method trains (stored in every run's config.json)."""
+    """Everything that decides how a method trains (stored in every run's config.json).
 
-    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd (with momentum)"})
+    Each field's metadata is its documentation: `help`, and where they apply `choices` and
+    extra CLI `aliases`; `clipgauge finetune` and the study spec's `training` keys are built
+    from these fields, so a new field is an option everywhere at once."""
+
+    optimizer: str = field(
+        default="adamw", metadata={"help": "adamw or sgd (with momentum)", "choices": OPTIMIZERS}
+    )
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.01, metadata={"help": "decoupled (AdamW) or L2 (SGD)"})
@@ -36,22 +42,33 @@ class TrainConfig:
     warmup_ratio: float = field(
         default=0.0, metadata={"help": "linear warmup as a fraction of all steps"}
     )
-    schedule: str = field(default="cosine", metadata={"help": "after warmup: cosine or constant"})
+    schedule: str = field(
+        default="cosine",
+        metadata={"help": "after warmup: cosine or constant", "choices": SCHEDULES},
+    )
     epochs: int = field(default=5, metadata={"help": "passes over the training images"})
     max_steps: int | None = field(
         default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs)"}
     )
     batch_size: int = field(default=32, metadata={"help": "images per batch and process"})
     grad_accum: int = field(default=1, metadata={"help": "batches per optimizer step"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (GPU only)"})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "no, bf16 or fp16 (GPU only)", "choices": MIXED_PRECISION}
+    )
     seed: int = field(default=0, metadata={"help": "seeds initialisation and data order"})
     val_fraction: float = field(
         default=0.1, metadata={"help": "share of the training images held out for validation"}
     )
     val_max: int = field(default=5000, metadata={"help": "at most this many validation images"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers"})
+    num_workers: int = field(
+        default=0, metadata={"help": "DataLoader workers", "aliases": ("--workers",)}
+    )
     log_with: str | None = field(
-        default=None, metadata={"help": "accelerate tracker: tensorboard, wandb, mlflow or all"}
+        default=None,
+        metadata={
+            "help": "accelerate tracker: tensorboard, wandb, mlflow or all",
+            "choices": TRACKERS,
+        },
     )
 
     def __post_init__(self):

@@ -136,6 +136,7 @@ def world_dataset(
         domain_names=list(task.domains),
         loader=WorldLoader(task, seed, size),
         source=source,
+        templates=list(task.templates),
     )
 
 
@@ -187,8 +188,9 @@ def open_world(
     domains (comma-separated). `domains` given here as well must agree with the option.
     `class_map` renames classes for display and prompts (keys: class names or folder names).
     """
-    if spec.startswith("world:"):
-        spec = spec[len("world:") :]
+    spec = spec.removeprefix(WORLD_PREFIX)
+    if not spec:
+        raise DataError(f"'{WORLD_PREFIX}' needs a task name, as in {WORLD_PREFIX}<task>")
     name, options = parse_world_spec(spec)
     task = get_task(name)
     if domains is not None:

@@ -7,6 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from clipgauge.cache import atomic_write_bytes
+from clipgauge.cli.options import add_cache_options, cache_arg
+from clipgauge.models.loading import DEFAULT_MODEL
 
 
 def cmd_tasks(args) -> int:
@@ -61,7 +63,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_zeroshot(args) -> int:
-    from clipgauge.cli import cache_arg
     from clipgauge.world.zeroshot import markdown_table, world_zeroshot
 
     reports = world_zeroshot(
@@ -129,11 +130,10 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("zeroshot", help="measure a model on every world task and domain")
-    p.add_argument("--model", default="world-clip")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--no-cache", action="store_true")
+    add_cache_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_zeroshot)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
-from clipgauge.cli import DEFAULT_MODEL, cache_arg, csv_list, template_arg
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not key=value (e.g. rank=8)")
-    return key.strip(), value.strip()
+from clipgauge.cli.options import (
+    DATA_HELP,
+    DTYPE_CHOICES,
+    TEMPLATE_HELP,
+    add_cache_options,
+    cache_arg,
+    csv_list,
+    key_value,
+    template_arg,
+)
+from clipgauge.models.loading import DEFAULT_MODEL
+from clipgauge.training.config import TrainConfig
 
 
 def _warmup(text: str) -> dict:
@@ -32,23 +38,8 @@ def _warmup(text: str) -> dict:
 def cmd_finetune(args) -> int:
     from clipgauge.training.runs import finetune
 
-    overrides = {
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "momentum": args.momentum,
-        "weight_decay": args.weight_decay,
-        "schedule": args.schedule,
-        "seed": args.seed,
-        "mixed_precision": args.mixed_precision,
-        "grad_accum": args.grad_accum,
-        "val_fraction": args.val_fraction,
-        "num_workers": args.workers,
-        "log_with": args.log_with,
-        **(args.warmup or {}),
-    }
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    overrides.update(args.warmup or {})
     result = finetune(
         args.model,
         args.data,
@@ -133,6 +124,30 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _argument_type(kind):
+    """The argparse type of a TrainConfig field (Optional[X] -> X)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def add_train_config_options(group) -> None:
+    """One option per TrainConfig field (`--max-steps` for max_steps), from its metadata.
+
+    Every default is None, so only what the user gives overrides the preset."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flags = [f"--{f.name.replace('_', '-')}", *f.metadata.get("aliases", ())]
+        shown = f.default if f.default is not None else "none"
+        group.add_argument(
+            *flags,
+            dest=f.name,
+            type=_argument_type(hints[f.name]),
+            choices=f.metadata.get("choices"),
+            default=None,
+            help=f"{f.metadata['help']} (TrainConfig default: {shown})",
+        )
+
+
 def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune CLIP with a method; writes a run folder")
     p.add_argument("--model", default=DEFAULT_MODEL, help="base CLIP checkpoint")
@@ -142,8 +157,8 @@ def _add_finetune(sub) -> None:
         help="cpu forces the CPU; by default accelerate places the model (GPU if any; "
         "`accelerate launch` for several)",
     )
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--data", required=True, help="dataset folder, CSV manifest or world:<task>")
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES)
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--train-domains",
         type=csv_list,
@@ -153,17 +168,12 @@ def _add_finetune(sub) -> None:
     p.add_argument("--method", required=True, help="method name (`clipgauge methods` lists them)")
     p.add_argument(
         "--method-opt",
-        type=_key_value,
+        type=key_value,
         action="append",
         metavar="KEY=VALUE",
         help="method option, repeatable (e.g. rank=8, towers=image, blocks=6-11)",
     )
-    p.add_argument(
-        "--template",
-        action="append",
-        default=None,
-        help="prompt template(s) (default: a world:<task>'s own prompts, else 'a photo of a {}.')",
-    )
+    p.add_argument("--template", action="append", default=None, help=TEMPLATE_HELP)
     g = p.add_argument_group("training (default: the preset's, else TrainConfig's)")
     g.add_argument(
         "--preset",
@@ -171,21 +181,10 @@ def _add_finetune(sub) -> None:
         help="named defaults from presets.yaml: world-clip, paper-vitb32, none (default: auto "
         "= the preset named like --model, if any)",
     )
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=None)
-    g.add_argument("--momentum", type=float, default=None, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--warmup", type=_warmup, default=None, help="N steps, or a fraction < 1")
-    g.add_argument("--schedule", choices=["cosine", "constant"], default=None)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
-    g.add_argument("--grad-accum", type=int, default=None, help="batches per optimizer step")
-    g.add_argument("--val-fraction", type=float, default=None, help="0 = no validation")
-    g.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    g.add_argument("--log-with", choices=["tensorboard", "wandb", "mlflow", "all"], default=None)
+    add_train_config_options(g)
+    g.add_argument(
+        "--warmup", type=_warmup, default=None, help="shorthand: N steps, or a fraction < 1"
+    )
     d = p.add_argument_group("data split")
     d.add_argument(
         "--split",
@@ -221,8 +220,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--skip-bad-images", action="store_true")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--no-cache", action="store_true")
+    add_cache_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", default=None, help="also write the numbers with provenance here")
     p.set_defaults(func=cmd_evaluate)

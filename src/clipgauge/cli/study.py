@@ -7,13 +7,12 @@ import math
 import sys
 from pathlib import Path
 
-ACCURACY = "zero_shot_accuracy"
-
 
 def basic_method_table(out_dir: str | Path) -> str:
     """Mean overall ID and DG accuracy and CF drop per method over every finished run in the
     folder (used when `clipgauge.analysis` is not available)."""
-    from clipgauge.study.store import OVERALL, open_all
+    from clipgauge.measures import ACCURACY, OVERALL
+    from clipgauge.study.store import open_all
 
     query = (
         "SELECT r.method, m.protocol, m.run_id, m.eval_task, m.value FROM metrics m "

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipgauge.cli import cache_arg, csv_list, template_arg
+from clipgauge.cli.options import (
+    DATA_HELP,
+    DTYPE_CHOICES,
+    TEMPLATE_HELP,
+    add_cache_options,
+    cache_arg,
+    csv_list,
+    template_arg,
+)
 
 
 def cmd_report(args) -> int:
@@ -65,30 +73,19 @@ def add_commands(subparsers) -> None:
         help="measure a new task zero-shot and recommend a fine-tuning method from a study",
     )
     p.add_argument("--study", required=True, help="study folder (holding study*.sqlite)")
-    p.add_argument(
-        "--data",
-        required=True,
-        help="folder (<domain>/<class>/<img> or <class>/<img>), CSV manifest, or world:<task>",
-    )
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--model",
         default=None,
         help="CLIP checkpoint to measure with (default: the study's model; others are not "
         "comparable)",
     )
-    p.add_argument(
-        "--template",
-        action="append",
-        default=None,
-        help="prompt template with {} (repeat for an ensemble) or a templates file "
-        "(default: a world:<task>'s own prompts, else 'a photo of a {}.')",
-    )
+    p.add_argument("--template", action="append", default=None, help=TEMPLATE_HELP)
     p.add_argument("--domains", type=csv_list, default=None, help="comma-separated domain names")
     p.add_argument("--json", default=None, help="also write the advice and predictions here")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/clipgauge)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_cache_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_advise)
