@@ -62,6 +62,7 @@ def build_model(spec: str):
 
 def worker(spec: str, method_name: str, warmup: int, steps: int, batch: int) -> dict:
     """One method on one model: the numbers for one table row."""
+    from clipgauge.encoding import ClassPrompts
     from clipgauge.methods import count_parameters, get_method
 
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def worker(spec: str, method_name: str, warmup: int, steps: int, batch: int) -> 
     text = model.config.text_config
     input_ids = torch.randint(0, text.vocab_size, (NUM_CLASSES, PROMPT_LENGTH))
     input_ids[:, -1] = text.eos_token_id
-    attention_mask = torch.ones_like(input_ids)
+    prompts = ClassPrompts(input_ids, torch.ones_like(input_ids), 1, NUM_CLASSES)
     pixels = torch.randn(batch, 3, image_size, image_size)
     labels = torch.randint(0, NUM_CLASSES, (batch,))
     row = {"trainable": trainable, "total": total, "base_peak_mb": base_peak}
@@ -83,11 +84,11 @@ def worker(spec: str, method_name: str, warmup: int, steps: int, batch: int) -> 
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     trains_text = method.trains_text_tower(tuned)
     with torch.no_grad():
-        fixed = None if trains_text else tuned.encode_classes(input_ids, attention_mask)
+        fixed = None if trains_text else tuned.encode_classes(prompts)
 
     def step() -> None:
         if trains_text:
-            logits = tuned(pixels, input_ids=input_ids, attention_mask=attention_mask)
+            logits = tuned(pixels, prompts=prompts)
         else:
             logits = tuned(pixels, class_embeds=fixed)
         torch.nn.functional.cross_entropy(logits, labels).backward()

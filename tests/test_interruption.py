@@ -30,7 +30,7 @@ from clipgauge.interruption import ENV_VAR
 from clipgauge.models.loading import load_clip
 from clipgauge.study.runner import run_study
 from clipgauge.training import engine
-from clipgauge.training.runs import finetune
+from clipgauge.training.finetuning import finetune
 
 # Chained: each point is where the next attempt at the same study folder is stopped. Plan order
 # is pets (zeroshot, bitfit, clip-adapter), then food; pets/bitfit is the first run that trains

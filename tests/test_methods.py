@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from clipgauge.cli import main
+from clipgauge.encoding import tokenize_class_prompts
 from clipgauge.methods import (
     MethodError,
     NotMergeableError,
@@ -36,13 +37,12 @@ def base_clip(tiny_clip_dir):
 def batch(tiny_clip_dir):
     """Random pixels, labels and tokenised class prompts for the tiny model."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_clip_dir)
-    tokens = tokenizer([f"a photo of a {c}." for c in CLASSES], padding=True, return_tensors="pt")
+    prompts = tokenize_class_prompts(tokenizer, CLASSES, ["a photo of a {}."], 77)
     generator = torch.Generator().manual_seed(0)
     return {
         "pixel_values": torch.randn(6, 3, 32, 32, generator=generator),
         "labels": torch.tensor([0, 1, 2, 0, 1, 2]),
-        "input_ids": tokens["input_ids"],
-        "attention_mask": tokens["attention_mask"],
+        "prompts": prompts,
     }
 
 
@@ -54,11 +54,7 @@ def prepared(base_clip, name, seed=0, **options):
 
 def logits(tuned, batch):
     with torch.no_grad():
-        return tuned(
-            batch["pixel_values"],
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-        )
+        return tuned(batch["pixel_values"], prompts=batch["prompts"])
 
 
 def perturb_trainable(tuned, seed=1):
@@ -91,11 +87,7 @@ def test_training_step_changes_exactly_the_trainable_parameters(base_clip, batch
         optimizer = torch.optim.SGD(params, lr=0.1)
         for _ in range(2):  # two steps: LoRA's A only gets a gradient once B is non-zero
             optimizer.zero_grad()
-            out = tuned(
-                batch["pixel_values"],
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-            )
+            out = tuned(batch["pixel_values"], prompts=batch["prompts"])
             torch.nn.functional.cross_entropy(out, batch["labels"]).backward()
             optimizer.step()
     changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, before[n])}
@@ -131,7 +123,12 @@ def test_merged_model_gives_the_same_logits(base_clip, batch, name):
     assert type(merged) is CLIPModel
     assert not any("lora" in n for n, _ in merged.named_parameters())
     with torch.no_grad():
-        out = merged(**{k: v for k, v in batch.items() if k != "labels"}).logits_per_image
+        prompts = batch["prompts"]
+        out = merged(
+            pixel_values=batch["pixel_values"],
+            input_ids=prompts.input_ids,
+            attention_mask=prompts.attention_mask,
+        ).logits_per_image
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
@@ -139,7 +136,8 @@ def test_merged_model_gives_the_same_logits(base_clip, batch, name):
 def test_tuned_clip_quacks_like_clip_for_embeddings(base_clip, batch, name):
     _, tuned = prepared(base_clip, name)
     image = tuned.get_image_features(batch["pixel_values"])
-    text = tuned.get_text_features(batch["input_ids"], batch["attention_mask"])
+    prompts = batch["prompts"]
+    text = tuned.get_text_features(prompts.input_ids, prompts.attention_mask)
     assert isinstance(image, torch.Tensor) and isinstance(text, torch.Tensor)
     assert image.shape == (6, tuned.config.projection_dim)
     assert text.shape == (len(CLASSES), tuned.config.projection_dim)

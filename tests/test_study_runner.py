@@ -15,8 +15,10 @@ import torch
 from clipgauge.cli import main
 from clipgauge.errors import ClipgaugeError
 from clipgauge.measures import MEASURE_FIELDS
-from clipgauge.study import runner
-from clipgauge.study.runner import cap_per_domain, parse_shard, run_study
+from clipgauge.study import protocols
+from clipgauge.study.context import cap_per_domain
+from clipgauge.study.plan import parse_shard
+from clipgauge.study.runner import run_study
 from clipgauge.study.spec import SpecError
 from clipgauge.training.engine import TrainingDivergedError
 from clipgauge.world import load_tasks, world_dataset
@@ -208,14 +210,14 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(
     world_model, tmp_path, monkeypatch, capsys
 ):
     spec = write_spec(tmp_path, world_model)
-    real = runner.finetune
+    real = protocols.finetune
 
     def flaky(*args, **kwargs):
         if kwargs["method"] == "clip-adapter":
             raise TrainingDivergedError("the loss became nan at step 1")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "finetune", flaky)
+    monkeypatch.setattr(protocols, "finetune", flaky)
     result = run_study(spec, tmp_path / "out", progress=False)
     db = tmp_path / "out" / "study.sqlite"
     assert (result.finished, len(result.failed)) == (4, 2)
@@ -226,7 +228,7 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(
     log = tmp_path / "out" / "runs" / failed[0][0] / "error.log"
     assert "TrainingDivergedError" in log.read_text()
 
-    monkeypatch.setattr(runner, "finetune", real)
+    monkeypatch.setattr(protocols, "finetune", real)
     code = main(["study", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
     assert code in (0, 1)  # 1 only if the report could not be built
     statuses = query(db, "SELECT method, status, attempts FROM runs ORDER BY method")
@@ -287,12 +289,12 @@ def test_cli_runs_a_study_end_to_end_and_ctrl_c_leaves_the_run_unfinished(
 ):
     spec = write_spec(tmp_path, world_model, seeds="[0, 1]")
     out = tmp_path / "out"
-    real = runner.finetune
+    real = protocols.finetune
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "finetune", interrupted)
+    monkeypatch.setattr(protocols, "finetune", interrupted)
     assert main(["study", str(spec), "--out", str(out), "--no-progress"]) == 130
     db = out / "study.sqlite"
     assert query(db, "SELECT method, status FROM runs WHERE status != 'finished'") == [
@@ -300,7 +302,7 @@ def test_cli_runs_a_study_end_to_end_and_ctrl_c_leaves_the_run_unfinished(
     ]
     capsys.readouterr()
 
-    monkeypatch.setattr(runner, "finetune", real)
+    monkeypatch.setattr(protocols, "finetune", real)
     assert main(["study", str(spec), "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     assert "12 run(s) in" in stdout and "10 finished now, 2 already finished" in stdout

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from clipgauge.cache import TensorCache, atomic_save_tensors, atomic_write_bytes, cache_key
 from clipgauge.data.dataset import ImageDataset
+from clipgauge.encoding import encode_class_prompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError, DataError
 from clipgauge.models.loading import ClipBundle
-from clipgauge.prompts import class_prompts
 
 PREPROCESSING_KEYS = (
     "do_resize",
@@ -40,11 +40,6 @@ def preprocessing_config(processor) -> dict:
     out = {k: cfg.get(k) for k in PREPROCESSING_KEYS}
     out["processor"] = type(processor).__name__
     return out
-
-
-def features(output) -> torch.Tensor:
-    """Projected embeddings from get_*_features, whether it returns a tensor or a model output."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 class _PixelDataset(torch.utils.data.Dataset):
@@ -155,14 +150,19 @@ def encode_texts(
     return torch.cat(out)
 
 
+@torch.no_grad()
 def encode_classes(
     bundle: ClipBundle, class_names: Sequence[str], templates: Sequence[str]
 ) -> torch.Tensor:
-    """One normalised embedding per class: the renormalised mean over the templates."""
-    prompts = class_prompts(class_names, templates)
-    flat = [p for per_template in prompts for p in per_template]
-    emb = encode_texts(bundle, flat).view(len(templates), len(class_names), -1)
-    return F.normalize(emb.mean(dim=0), dim=-1)
+    """One normalised embedding per class (C x D, float32, CPU): see `clipgauge.encoding`."""
+    prompts = tokenize_class_prompts(
+        bundle.tokenizer, class_names, templates, bundle.context_length
+    ).to(bundle.device)
+
+    def encode_text(input_ids, attention_mask):
+        return bundle.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+
+    return encode_class_prompts(encode_text, prompts).cpu()
 
 
 @dataclass

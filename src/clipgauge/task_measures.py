@@ -11,6 +11,8 @@ from pathlib import Path
 from clipgauge import __version__
 from clipgauge.cache import TensorCache, atomic_write_bytes
 from clipgauge.data.dataset import ImageDataset
+from clipgauge.data.open import open_dataset
+from clipgauge.data.splits import select_split
 from clipgauge.embeddings import TaskEmbeddings, embed_dataset
 from clipgauge.measures import OVERALL, compute_measures
 from clipgauge.models.loading import ClipBundle, load_clip
@@ -94,8 +96,6 @@ def measure(
     made with `seed` and `test_fraction`. `class_map` (a file or dict of class name -> display
     name) renames classes of a folder or CSV dataset.
     """
-    from clipgauge.data.open import open_dataset
-    from clipgauge.data.splits import select_split
 
     bundle = (
         model if isinstance(model, ClipBundle) else load_clip(model, device=device, dtype=dtype)

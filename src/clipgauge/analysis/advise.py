@@ -31,6 +31,7 @@ from clipgauge.analysis.load import OVERALL, Study, as_study, load_study
 from clipgauge.analysis.summary import OUTCOME_LABELS, OUTCOMES, per_task_outcomes, run_outcomes
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.errors import ClipgaugeError
+from clipgauge.task_measures import measure
 
 CONFIDENCE = 0.95
 # A fit explaining less than this share of the variance across tasks is called weak.
@@ -286,7 +287,6 @@ def advise(
     `model` defaults to the study spec's model: measures are only comparable with the same
     model. `measure_options` go to `clipgauge.task_measures.measure` (cache, device, split, ...).
     """
-    from clipgauge.task_measures import measure
 
     study = load_study(study_dir)
     if model is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipgauge.models.loading import DEFAULT_MODEL
+from clipgauge import DEFAULT_MODEL
 
 DTYPE_CHOICES = ["fp32", "bf16", "fp16"]
 DATA_HELP = "folder (<domain>/<class>/<img> or <class>/<img>), CSV manifest, or world:<task>"

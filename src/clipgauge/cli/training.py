@@ -8,6 +8,7 @@ import json
 import typing
 from pathlib import Path
 
+from clipgauge import DEFAULT_MODEL
 from clipgauge.cli.options import (
     DATA_HELP,
     DTYPE_CHOICES,
@@ -18,7 +19,6 @@ from clipgauge.cli.options import (
     key_value,
     template_arg,
 )
-from clipgauge.models.loading import DEFAULT_MODEL
 from clipgauge.training.config import TrainConfig
 
 
@@ -36,7 +36,7 @@ def _warmup(text: str) -> dict:
 
 
 def cmd_finetune(args) -> int:
-    from clipgauge.training.runs import finetune
+    from clipgauge.training.finetuning import finetune
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     overrides.update(args.warmup or {})
@@ -70,7 +70,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from clipgauge.training.runs import evaluate_run
+    from clipgauge.training.evaluate import evaluate_run
 
     report = evaluate_run(
         args.run,
@@ -94,7 +94,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from clipgauge.training.runs import export_run
+    from clipgauge.training.export import export_run
 
     out = export_run(args.run, args.out, wise_alpha=args.wise_alpha, device=args.device)
     print(f"wrote {out} (loads with transformers.CLIPModel.from_pretrained)")

@@ -6,9 +6,14 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from clipgauge.cache import atomic_write_bytes
+from clipgauge import DEFAULT_MODEL
 from clipgauge.cli.options import add_cache_options, cache_arg
-from clipgauge.models.loading import DEFAULT_MODEL
+
+
+def _write_json(path: str, payload: dict) -> None:
+    from clipgauge.cache import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), json.dumps(payload, indent=2).encode())
 
 
 def cmd_tasks(args) -> int:
@@ -21,7 +26,7 @@ def cmd_tasks(args) -> int:
         print(f"{'':10s} templates: {', '.join(repr(t) for t in task.templates)}")
     if args.json:
         payload = {name: task.to_dict() for name, task in tasks.items()}
-        atomic_write_bytes(Path(args.json), json.dumps(payload, indent=2).encode())
+        _write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
 
@@ -75,7 +80,7 @@ def cmd_zeroshot(args) -> int:
     print(markdown_table(reports))
     if args.json:
         payload = {task: report.to_dict() for task, report in reports.items()}
-        atomic_write_bytes(Path(args.json), json.dumps(payload, indent=2).encode())
+        _write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
 

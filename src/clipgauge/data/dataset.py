@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from clipgauge.errors import DataError
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)  # slots: 40 bytes less per item, 38 MiB per million
 class Item:
     """One labelled image. `path` is a file path, or a virtual id for generated images."""
 
@@ -69,7 +71,6 @@ class ImageDataset:
 
     def select_domains(self, names: Sequence[str]) -> ImageDataset:
         """Keep only the named domains; an unknown name is a DataError listing the known ones."""
-        from clipgauge.errors import DataError
 
         unknown = [n for n in names if n not in self.domain_names]
         if unknown:
@@ -88,5 +89,7 @@ class ImageDataset:
         h.update(json.dumps([self.class_names, self.domain_names]).encode())
         for i, it in enumerate(self.items):
             stat = self.file_stats[i] if self.file_stats is not None else ()
-            h.update(f"{it.path}\0{it.label}\0{it.domain}\0{stat}\n".encode())
+            # surrogateescape: a file name that is not UTF-8 hashes as its bytes, not a crash
+            line = f"{it.path}\0{it.label}\0{it.domain}\0{stat}\n"
+            h.update(line.encode("utf-8", "surrogateescape"))
         return h.hexdigest()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel
 
+from clipgauge.encoding import ClassPrompts, encode_class_prompts, features
 from clipgauge.errors import ClipgaugeError
 
 TOWERS = ("both", "image", "text")
@@ -36,17 +37,6 @@ class MethodError(ClipgaugeError):
 
 class NotMergeableError(MethodError):
     """The method's trained model cannot be written as a plain CLIPModel (the reason says why)."""
-
-
-def _features(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def class_embeddings(text_features: torch.Tensor, num_templates: int) -> torch.Tensor:
-    """One normalised embedding per class from prompts ordered template-major (T*C rows)."""
-    per_template = F.normalize(text_features, dim=-1)
-    per_template = per_template.view(num_templates, -1, per_template.shape[-1])
-    return F.normalize(per_template.mean(dim=0), dim=-1)
 
 
 class TunedClip(nn.Module):
@@ -80,44 +70,40 @@ class TunedClip(nn.Module):
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """Projected, un-normalised image embeddings (after the image adapter, if any)."""
-        x = _features(self.clip.get_image_features(pixel_values=pixel_values, **kwargs))
+        x = features(self.clip.get_image_features(pixel_values=pixel_values, **kwargs))
         return x if self.image_adapter is None else self.image_adapter(x)
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
         """Projected, un-normalised text embeddings (after the text adapter, if any)."""
-        x = _features(
+        x = features(
             self.clip.get_text_features(
                 input_ids=input_ids, attention_mask=attention_mask, **kwargs
             )
         )
         return x if self.text_adapter is None else self.text_adapter(x)
 
-    def encode_classes(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_templates: int = 1
-    ) -> torch.Tensor:
-        """Normalised class embeddings (C x D) from template-major class prompts."""
-        return class_embeddings(self.get_text_features(input_ids, attention_mask), num_templates)
+    def encode_classes(self, prompts: ClassPrompts) -> torch.Tensor:
+        """Normalised class embeddings (C x D) by the one class-prompt encoder."""
+        return encode_class_prompts(self.get_text_features, prompts)
 
     def forward(
         self,
         pixel_values: torch.Tensor,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        prompts: ClassPrompts | None = None,
         class_embeds: torch.Tensor | None = None,
-        num_templates: int = 1,
     ) -> torch.Tensor:
         """Class logits: logit_scale.exp() * cos(image, class prompt), B x C.
 
-        Give either tokenised class prompts (text features computed, with gradients) or
+        Give either tokenised class `prompts` (text features computed, with gradients) or
         precomputed normalised `class_embeds`. Training goes through forward so that
         DistributedDataParallel sees it.
         """
         if class_embeds is None:
-            if input_ids is None:
-                raise ValueError("forward needs class prompts (input_ids) or class_embeds")
-            class_embeds = self.encode_classes(input_ids, attention_mask, num_templates)
+            if prompts is None:
+                raise ValueError("forward needs class prompts or class_embeds")
+            class_embeds = self.encode_classes(prompts)
         image = F.normalize(self.get_image_features(pixel_values), dim=-1)
         return self.logit_scale.exp() * image @ class_embeds.to(image.dtype).T
 

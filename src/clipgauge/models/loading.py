@@ -17,9 +17,9 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 from transformers.utils import logging as hf_logging
 
+from clipgauge import DEFAULT_MODEL
 from clipgauge.errors import ModelError
 
-DEFAULT_MODEL = "world-clip"  # the embedded model: every default works offline with it
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_SUFFIXES = (".safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")

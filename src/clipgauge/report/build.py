@@ -257,25 +257,46 @@ def build_report(out_dir: Study | str | Path) -> Path:
     doc.heading(1, title)
     doc.heading(2, "Provenance")
     _provenance(doc, study, summary)
+    _methods_section(doc, summary, pngs)
+    _measures_section(doc, correlations, (verdict_tasks, verdict_domains), pngs)
+    _outcome_correlations_section(doc, correlations)
+    doc.heading(2, "Zero-shot measures per task")
+    columns = [ACCURACY, *DIFFICULTY_MEASURES]
+    task_rows = [
+        [str(task), *[_fmt(row.get(c, math.nan), ".4f") for c in columns]]
+        for task, row in tasks.iterrows()
+    ]
+    doc.table(["task", *columns], task_rows)
+    doc.heading(2, "Text table")
+    doc.preformatted(format_method_table(summary))
+    doc.heading(2, "How each number is defined")
+    doc.bullets(DEFINITIONS)
 
+    md_path = out_dir / "report.md"
+    atomic_write_bytes(md_path, "\n".join(doc.md).encode("utf-8"))
+    atomic_write_bytes(out_dir / "report.html", _render_html(doc, title).encode("utf-8"))
+    return md_path
+
+
+METHOD_HEADERS = [
+    "method",
+    "ID gain",
+    "DG gain",
+    "CF drop",
+    "score ± std",
+    "rank",
+    "tasks",
+    "seeds",
+    "runs",
+    "failed",
+]
+
+
+def _methods_section(doc: _Document, summary: pd.DataFrame, pngs: dict[str, bytes]) -> None:
     doc.heading(2, "Methods, ranked by balance score")
     n_tasks = int(summary["n_tasks"].max()) if len(summary) else 0
     doc.paragraph(verdict_sentence(summary, n_tasks) if len(summary) else "No runs.", strong=True)
-    doc.table(
-        [
-            "method",
-            "ID gain",
-            "DG gain",
-            "CF drop",
-            "score ± std",
-            "rank",
-            "tasks",
-            "seeds",
-            "runs",
-            "failed",
-        ],
-        _method_rows(summary),
-    )
+    doc.table(METHOD_HEADERS, _method_rows(summary))
     doc.paragraph(
         "Values in accuracy points (pp) against zeroshot; CF drop > 0 means forgetting; "
         "± is the standard deviation over seeds."
@@ -294,7 +315,10 @@ def build_report(out_dir: Study | str | Path) -> Path:
         figures.FIGURE_NAMES["heatmap"], pngs["heatmap"], "Balance score per task and method (pp)"
     )
 
+
+def _measures_section(doc: _Document, correlations, verdicts, pngs: dict[str, bytes]) -> None:
     doc.heading(2, "Does zero-shot misalignment tell how hard a task is?")
+    verdict_tasks, verdict_domains = verdicts
     doc.paragraph(verdict_tasks.sentence, strong=True)
     doc.paragraph(verdict_domains.sentence)
     accuracy_rows = correlations[correlations["outcome"] == ACCURACY]
@@ -310,36 +334,20 @@ def build_report(out_dir: Study | str | Path) -> Path:
         "Zero-shot measures against zero-shot accuracy; line = least-squares fit across tasks",
     )
 
+
+def _outcome_correlations_section(doc: _Document, correlations: pd.DataFrame) -> None:
     doc.heading(2, "Method outcomes against zero-shot measures, across tasks")
     method_rows = correlations[correlations["outcome"] != ACCURACY].copy()
     if method_rows.empty:
         doc.paragraph("No fine-tuning runs with a zeroshot baseline: nothing to correlate.")
-    else:
-        method_rows["what"] = [
-            f"{m}: {OUTCOME_LABELS[o]} ~ {s}"
-            for m, o, s in zip(
-                method_rows["method"], method_rows["outcome"], method_rows["measure"], strict=True
-            )
-        ]
-        doc.table(
-            ["method: outcome ~ measure", *CORRELATION_HEADERS],
-            _correlation_rows(method_rows, "what"),
+        return
+    method_rows["what"] = [
+        f"{m}: {OUTCOME_LABELS[o]} ~ {s}"
+        for m, o, s in zip(
+            method_rows["method"], method_rows["outcome"], method_rows["measure"], strict=True
         )
-
-    doc.heading(2, "Zero-shot measures per task")
-    columns = [ACCURACY, *DIFFICULTY_MEASURES]
-    task_rows = [
-        [str(task), *[_fmt(row.get(c, math.nan), ".4f") for c in columns]]
-        for task, row in tasks.iterrows()
     ]
-    doc.table(["task", *columns], task_rows)
-
-    doc.heading(2, "Text table")
-    doc.preformatted(format_method_table(summary))
-    doc.heading(2, "How each number is defined")
-    doc.bullets(DEFINITIONS)
-
-    md_path = out_dir / "report.md"
-    atomic_write_bytes(md_path, "\n".join(doc.md).encode("utf-8"))
-    atomic_write_bytes(out_dir / "report.html", _render_html(doc, title).encode("utf-8"))
-    return md_path
+    doc.table(
+        ["method: outcome ~ measure", *CORRELATION_HEADERS],
+        _correlation_rows(method_rows, "what"),
+    )

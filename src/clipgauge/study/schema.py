@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
+from clipgauge import DEFAULT_MODEL
 from clipgauge.methods import baseline_method, get_method, method_names
-from clipgauge.models.loading import DEFAULT_MODEL
 from clipgauge.prompts import DEFAULT_TEMPLATE
 from clipgauge.study.spec_yaml import SpecError
 from clipgauge.training.config import AUTO_PRESET, TrainConfig, load_presets

@@ -83,11 +83,3 @@ def parse_spec(
 ) -> StudySpec:
     """Validate a spec document (from `load_yaml_with_lines`, or a plain dict without lines)."""
     return validate_spec(document, origin, Path(base_dir or Path.cwd()), stem)
-
-
-def __getattr__(name: str):
-    if name == "BASELINE_METHOD":  # kept for the runner until it uses baseline_method()
-        from clipgauge.methods import baseline_method
-
-        return baseline_method()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clipgauge import DEFAULT_MODEL
 from clipgauge.errors import ClipgaugeError
 from clipgauge.methods import baseline_method, get_method, method_names
-from clipgauge.models.loading import DEFAULT_MODEL
 from clipgauge.prompts import load_templates
 from clipgauge.study.schema import (
     EVAL_KEYS,

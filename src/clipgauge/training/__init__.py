@@ -1,7 +1,8 @@
 """Fine-tuning: one training engine for every method, run folders, evaluation and export.
 
-Names are imported on first use, so `clipgauge --help` (which registers the training
-subcommands from `clipgauge.training.commands`) does not pay for torch and accelerate.
+Modules: `config` (TrainConfig, presets), `engine` (the training loop), `finetuning`, `load`
+(a finished run's model, WiSE-FT), `evaluate`, `export`, and `run_folder` (the files of a run).
+Names are imported on first use, so importing the package does not pay for torch.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ _EXPORTS = {
     "TrainingDivergedError": "engine",
     "TrainOutcome": "engine",
     "train": "engine",
-    "RunError": "runs",
-    "RunResult": "runs",
-    "evaluate_run": "runs",
-    "export_run": "runs",
-    "finetune": "runs",
-    "load_run": "runs",
-    "merged_model": "runs",
+    "RunError": "run_folder",
+    "RunResult": "finetuning",
+    "evaluate_run": "evaluate",
+    "export_run": "export",
+    "finetune": "finetuning",
+    "load_run": "load",
+    "merged_model": "load",
 }
 
 __all__ = sorted(_EXPORTS)

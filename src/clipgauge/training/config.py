@@ -137,6 +137,8 @@ def _convert(name: str, value: Any, kind: Any, origin: str) -> Any:
             return None
         raise TrainConfigError(f"{origin}: {name} cannot be empty")
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    if base is str and value is False:
+        value = "no"  # YAML 1.1 reads a bare `no` (mixed_precision: no) as false
     try:
         if base is int:
             number = float(value)

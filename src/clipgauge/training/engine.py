@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.data.dataset import ImageDataset
+from clipgauge.encoding import ClassPrompts, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError
 from clipgauge.interruption import pause_point
 from clipgauge.methods.base import Method, TunedClip
-from clipgauge.prompts import class_prompts
 from clipgauge.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from clipgauge.training.config import TrainConfig, TrainConfigError
 
@@ -97,17 +97,6 @@ def is_better(
     if accuracy != best_accuracy:
         return accuracy > best_accuracy
     return best_loss is None or (loss is not None and loss < best_loss)
-
-
-def tokenize_prompts(
-    tokenizer, class_names: Sequence[str], templates: Sequence[str], max_length: int
-) -> dict[str, torch.Tensor]:
-    """input_ids and attention_mask of every class prompt, template-major (T*C rows)."""
-    prompts = [p for row in class_prompts(class_names, templates) for p in row]
-    tokens = tokenizer(
-        prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
-    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -191,8 +180,209 @@ def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool) -> Accelerator:
         return Accelerator(**options)
 
 
+def _start_accelerator(
+    config: TrainConfig, run_dir: Path, cpu: bool, tracker_config: dict | None
+) -> Accelerator:
+    _check_tracker(config.log_with)
+    accelerator = _accelerator(config, run_dir, cpu)
+    if config.log_with:
+        hparams = tracker_config or config.to_dict()
+        # Trackers (TensorBoard hparams) take only scalars.
+        hparams = {
+            k: v if isinstance(v, int | float | str | bool) else json.dumps(v)
+            for k, v in hparams.items()
+            if v is not None
+        }
+        accelerator.init_trackers("clipgauge", config=hparams)
+    return accelerator
+
+
 def _write_metrics(path: Path, metrics: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(m) + "\n" for m in metrics).encode())
+
+
+@dataclass
+class _Loop:
+    """The prepared pieces of one training run and its step budget."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared by accelerate (maybe wrapped)
+    unwrapped: TunedClip
+    optimizer: torch.optim.Optimizer | None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    prompts: ClassPrompts
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+@dataclass
+class _Progress:
+    """Where training stands: finished epochs, steps, the history and the best epoch."""
+
+    start_epoch: int = 0
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_val: float | None = None
+    best_loss: float | None = None
+
+    def scalars(self) -> dict:
+        return {
+            "step": self.step,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val,
+            "best_val_loss": self.best_loss,
+        }
+
+
+def _prepare_loop(
+    accelerator: Accelerator,
+    tuned: TunedClip,
+    train_set: ImageDataset,
+    val_set: ImageDataset | None,
+    prompts: ClassPrompts,
+    image_processor,
+    config: TrainConfig,
+) -> _Loop:
+    sampler = EpochShuffle(len(train_set), config.seed)
+    train_loader = _loader(train_set, image_processor, config, sampler)
+    val_loader = _loader(val_set, image_processor, config) if val_set is not None else None
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    raw_optimizer = make_optimizer(params, config) if params else None
+    if params:
+        model, optimizer, train_loader = accelerator.prepare(tuned, raw_optimizer, train_loader)
+    else:
+        model, optimizer = accelerator.prepare(tuned), None
+    # Counted on the prepared loader: with N processes each sees 1/N of the batches.
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / config.grad_accum))
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch) if params else 0
+    warmup = config.warmup_steps or int(config.warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        return lr_factor(step, warmup, total_steps, config.schedule)
+
+    # Stepped by hand once per optimizer step (not prepared: accelerate would step it once
+    # per process).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, schedule) if params else None
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+    return _Loop(
+        accelerator=accelerator,
+        model=model,
+        unwrapped=accelerator.unwrap_model(model),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        prompts=prompts.to(accelerator.device),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        epochs=epochs,
+    )
+
+
+def _resume(loop: _Loop, method: Method, run_dir: Path) -> _Progress:
+    """The progress saved in the run's epoch checkpoint, with model and optimizer restored."""
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR)
+    method.load_trained(loop.unwrapped, checkpoint["trained"])
+    if loop.optimizer is not None:
+        loop.optimizer.load_state_dict(checkpoint["optimizer"])
+        loop.scheduler.load_state_dict(checkpoint["scheduler"])
+    scalars = checkpoint["scalars"]
+    epoch = checkpoint["epoch"]
+    progress = _Progress(start_epoch=epoch, step=scalars["step"])
+    progress.best_epoch = scalars["best_epoch"]
+    progress.best_state = (
+        checkpoint["trained"] if progress.best_epoch == epoch else checkpoint["best"]
+    )
+    progress.best_val = scalars["best_val_accuracy"]
+    progress.best_loss = scalars.get("best_val_loss")
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        lines = metrics_path.read_text().splitlines()
+        progress.metrics = [m for m in map(json.loads, lines) if m["epoch"] <= epoch]
+    set_rng_states(checkpoint["rng"])
+    return progress
+
+
+def _train_epoch(loop: _Loop, epoch: int, progress: _Progress, class_embeds, bar) -> float:
+    """One pass over the training batches (stopping at the step budget); the mean loss."""
+    accelerator, model, scheduler = loop.accelerator, loop.model, loop.scheduler
+    model.train()
+    loop.train_loader.set_epoch(epoch)
+    loss_sum, batches = torch.zeros((), device=accelerator.device), 0
+    for batch, (pixels, labels) in enumerate(loop.train_loader):
+        if progress.step >= loop.total_steps:
+            break
+        with accelerator.accumulate(model):
+            if class_embeds is None:  # the text side trains: class prompts with gradients
+                logits = model(pixels, prompts=loop.prompts)
+            else:
+                logits = model(pixels, class_embeds=class_embeds)
+            loss = F.cross_entropy(logits.float(), labels)
+            # Every process checks every process's loss, so all stop together.
+            if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():
+                raise TrainingDivergedError(
+                    f"the loss became {loss.item()} at step {progress.step + 1} (epoch {epoch}, "
+                    f"batch {batch + 1}, lr {scheduler.get_last_lr()[0]:.3g}); "
+                    "lower --lr, add --warmup, or use fp32"
+                )
+            accelerator.backward(loss)
+            loop.optimizer.step()
+            if accelerator.sync_gradients:
+                scheduler.step()
+                progress.step += 1
+                bar.update(1)
+            loop.optimizer.zero_grad()
+        loss_sum += loss.detach()
+        batches += 1
+        bar.set_postfix(loss=f"{loss.item():.4f}", val_acc=_fmt(progress.best_val))
+    return float(accelerator.reduce(loss_sum, "mean")) / max(batches, 1)
+
+
+def _save_epoch(loop: _Loop, method: Method, run_dir: Path, epoch: int, progress: _Progress):
+    # Metrics first: a resume drops lines of epochs its checkpoint does not have.
+    _write_metrics(run_dir / METRICS_FILE, progress.metrics)
+    save_checkpoint(
+        run_dir / CHECKPOINT_DIR,
+        epoch=epoch,
+        trained=method.trained_state(loop.unwrapped),
+        best={} if progress.best_epoch == epoch else progress.best_state,  # no second copy
+        optimizer=loop.optimizer.state_dict(),
+        scheduler=loop.scheduler.state_dict(),
+        scalars=progress.scalars(),
+    )
+    pause_point("epoch-end")
+
+
+def _fresh_start(loop: _Loop, method: Method, run_dir: Path, validate) -> _Progress:
+    """Progress of a new run; with validation, epoch 0 records the untrained model."""
+    # best_state is replaced after the first epoch; kept as is only when nothing trains.
+    state = _Progress(best_state={} if loop.epochs else method.trained_state(loop.unwrapped))
+    if loop.val_loader is not None:
+        accuracy, loss = validate()
+        state.metrics.append({"epoch": 0, "step": 0, "val_accuracy": accuracy, "val_loss": loss})
+        if loop.accelerator.is_main_process:
+            _write_metrics(run_dir / METRICS_FILE, state.metrics)
+    return state
+
+
+def _end_epoch(loop: _Loop, method: Method, state: _Progress, record: dict, validate) -> None:
+    """Validate, keep the epoch if it is the best so far, and append its record."""
+    val_accuracy = val_loss = None
+    if loop.val_loader is not None:
+        val_accuracy, val_loss = validate()
+        record.update(val_accuracy=val_accuracy, val_loss=val_loss)
+    if is_better(val_accuracy, val_loss, state.best_val, state.best_loss):
+        state.best_state = method.trained_state(loop.unwrapped)
+        state.best_epoch, state.best_val, state.best_loss = record["epoch"], val_accuracy, val_loss
+    record["best_epoch"] = state.best_epoch
+    state.metrics.append(record)
 
 
 def train(
@@ -218,167 +408,63 @@ def train(
     a validation set, the last epoch. `cpu` keeps training on the CPU even when a GPU exists.
     """
     run_dir = Path(run_dir)
-    _check_tracker(config.log_with)
-    accelerator = _accelerator(config, run_dir, cpu)
-    if config.log_with:
-        hparams = tracker_config or config.to_dict()
-        # Trackers (TensorBoard hparams) take only scalars.
-        hparams = {
-            k: v if isinstance(v, int | float | str | bool) else json.dumps(v)
-            for k, v in hparams.items()
-            if v is not None
-        }
-        accelerator.init_trackers("clipgauge", config=hparams)
-    main = accelerator.is_main_process
-    class_names = train_set.class_names
-    max_length = int(tuned.config.text_config.max_position_embeddings)
-    prompts = tokenize_prompts(tokenizer, class_names, templates, max_length)
-    prompts = {k: v.to(accelerator.device) for k, v in prompts.items()}
-    num_templates = len(templates)
+    accelerator = _start_accelerator(config, run_dir, cpu, tracker_config)
+    context_length = int(tuned.config.text_config.max_position_embeddings)
+    prompts = tokenize_class_prompts(tokenizer, train_set.class_names, templates, context_length)
+    loop = _prepare_loop(accelerator, tuned, train_set, val_set, prompts, image_processor, config)
+    trains_text = method.trains_text_tower(loop.unwrapped)
+    fixed_class_embeds = None
 
-    sampler = EpochShuffle(len(train_set), config.seed)
-    train_loader = _loader(train_set, image_processor, config, sampler)
-    val_loader = _loader(val_set, image_processor, config) if val_set is not None else None
-    params = [p for p in tuned.parameters() if p.requires_grad]
-    raw_optimizer = make_optimizer(params, config) if params else None
+    def validate() -> tuple[float, float]:
+        embeds = fixed_class_embeds
+        if embeds is None:
+            with torch.no_grad(), accelerator.autocast():
+                embeds = loop.unwrapped.encode_classes(loop.prompts)
+        return _validate(accelerator, loop.model, loop.val_loader, embeds)
 
-    if params:
-        model, optimizer, train_loader = accelerator.prepare(tuned, raw_optimizer, train_loader)
-    else:
-        model, optimizer = accelerator.prepare(tuned), None
-    # Counted on the prepared loader: with N processes each sees 1/N of the batches.
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / config.grad_accum))
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch) if params else 0
-    warmup = config.warmup_steps or int(config.warmup_ratio * total_steps)
-
-    def schedule(step: int) -> float:
-        return lr_factor(step, warmup, total_steps, config.schedule)
-
-    # Stepped by hand once per optimizer step (not prepared: accelerate would step it once
-    # per process).
-    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, schedule) if params else None
-    if val_loader is not None:
-        val_loader = accelerator.prepare(val_loader)
-    unwrapped: TunedClip = accelerator.unwrap_model(model)
-    trains_text = method.trains_text_tower(unwrapped)
-
-    def class_embeds_now() -> torch.Tensor:
+    state = (
+        _resume(loop, method, run_dir) if resume else _fresh_start(loop, method, run_dir, validate)
+    )
+    if not trains_text:  # the class embeddings cannot change: encode them once
         with torch.no_grad(), accelerator.autocast():
-            return unwrapped.encode_classes(**prompts, num_templates=num_templates)
-
-    metrics_path = run_dir / METRICS_FILE
-    start_epoch, step, metrics = 0, 0, []
-    # Replaced after the first epoch; kept as is only when nothing trains (zeroshot).
-    best_state, best_epoch, best_val = ({} if params else method.trained_state(unwrapped)), 0, None
-    best_loss = None
-    if resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR)
-        method.load_trained(unwrapped, checkpoint["trained"])
-        if optimizer is not None:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch, step = checkpoint["epoch"], checkpoint["scalars"]["step"]
-        best_epoch = checkpoint["scalars"]["best_epoch"]
-        best_state = checkpoint["trained"] if best_epoch == start_epoch else checkpoint["best"]
-        best_val = checkpoint["scalars"]["best_val_accuracy"]
-        best_loss = checkpoint["scalars"].get("best_val_loss")
-        if metrics_path.is_file():
-            lines = metrics_path.read_text().splitlines()
-            metrics = [m for m in map(json.loads, lines) if m["epoch"] <= start_epoch]
-        set_rng_states(checkpoint["rng"])
-    elif val_loader is not None:
-        # Epoch 0: the untrained model's validation accuracy, for reference.
-        accuracy, loss = _validate(accelerator, model, val_loader, class_embeds_now())
-        metrics.append({"epoch": 0, "step": 0, "val_accuracy": accuracy, "val_loss": loss})
-        if main:
-            _write_metrics(metrics_path, metrics)
-
-    fixed_class_embeds = None if trains_text else class_embeds_now()
+            fixed_class_embeds = loop.unwrapped.encode_classes(loop.prompts)
     pause_point("train-start")
+    main = accelerator.is_main_process
     bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=step,
+        total=loop.epochs * loop.steps_per_epoch,
+        initial=state.step,
         desc=f"{method.name}",
         unit="step",
         disable=not (progress and main),
     )
-    for epoch in range(start_epoch + 1, epochs + 1):
+    for epoch in range(state.start_epoch + 1, loop.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        train_loader.set_epoch(epoch)
-        loss_sum, batches = torch.zeros((), device=accelerator.device), 0
-        for batch, (pixels, labels) in enumerate(train_loader):
-            if step >= total_steps:
-                break
-            with accelerator.accumulate(model):
-                if trains_text:
-                    logits = model(pixels, **prompts, num_templates=num_templates)
-                else:
-                    logits = model(pixels, class_embeds=fixed_class_embeds)
-                loss = F.cross_entropy(logits.float(), labels)
-                # Every process checks every process's loss, so all stop together.
-                if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():
-                    raise TrainingDivergedError(
-                        f"the loss became {loss.item()} at step {step + 1} (epoch {epoch}, "
-                        f"batch {batch + 1}, lr {scheduler.get_last_lr()[0]:.3g}); "
-                        "lower --lr, add --warmup, or use fp32"
-                    )
-                accelerator.backward(loss)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                    step += 1
-                    bar.update(1)
-                optimizer.zero_grad()
-            loss_sum += loss.detach()
-            batches += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", val_acc=_fmt(best_val))
-
-        train_loss = float(accelerator.reduce(loss_sum, "mean")) / max(batches, 1)
-        record = {"epoch": epoch, "step": step, "train_loss": train_loss}
-        record["lr"] = scheduler.get_last_lr()[0]
-        val_accuracy = val_loss = None
-        if val_loader is not None:
-            class_embeds = class_embeds_now() if trains_text else fixed_class_embeds
-            val_accuracy, val_loss = _validate(accelerator, model, val_loader, class_embeds)
-            record.update(val_accuracy=val_accuracy, val_loss=val_loss)
-        if is_better(val_accuracy, val_loss, best_val, best_loss):
-            best_state = method.trained_state(unwrapped)
-            best_epoch, best_val, best_loss = epoch, val_accuracy, val_loss
-        record["best_epoch"] = best_epoch
+        train_loss = _train_epoch(loop, epoch, state, fixed_class_embeds, bar)
+        record = {"epoch": epoch, "step": state.step, "train_loss": train_loss}
+        record["lr"] = loop.scheduler.get_last_lr()[0]
+        _end_epoch(loop, method, state, record, validate)
         record["epoch_seconds"] = round(time.perf_counter() - started, 3)
-        metrics.append(record)
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(val_accuracy))
+        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(record.get("val_accuracy")))
         if config.log_with:
-            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=step)
+            accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=state.step)
         if main:
-            # Metrics first: a resume drops lines of epochs its checkpoint does not have.
-            _write_metrics(metrics_path, metrics)
-            save_checkpoint(
-                run_dir / CHECKPOINT_DIR,
-                epoch=epoch,
-                trained=method.trained_state(unwrapped),
-                best={} if best_epoch == epoch else best_state,  # no second copy of the same
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scalars={
-                    "step": step,
-                    "best_epoch": best_epoch,
-                    "best_val_accuracy": best_val,
-                    "best_val_loss": best_loss,
-                },
-            )
-            pause_point("epoch-end")
+            _save_epoch(loop, method, run_dir, epoch, state)
         accelerator.wait_for_everyone()
-        if step >= total_steps:
+        if state.step >= loop.total_steps:
             break
     bar.close()
-    if epochs == 0 and main:
-        _write_metrics(metrics_path, metrics)
+    if loop.epochs == 0 and main:
+        _write_metrics(run_dir / METRICS_FILE, state.metrics)
     if config.log_with:
         accelerator.end_training()
-    return TrainOutcome(best_state, best_epoch, best_val, metrics, step, str(accelerator.device))
+    return TrainOutcome(
+        state.best_state,
+        state.best_epoch,
+        state.best_val,
+        state.metrics,
+        state.step,
+        str(accelerator.device),
+    )
 
 
 def _fmt(value: float | None) -> str:

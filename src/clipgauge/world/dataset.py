@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from clipgauge.data.dataset import ImageDataset, Item
+from clipgauge.data.folders import display_names, resolve_class_map
 from clipgauge.errors import DataError
 from clipgauge.world.render import check_size, render
 from clipgauge.world.scene import WORLD_VERSION, sample_scene
@@ -202,8 +203,6 @@ def open_world(
         options["domains"] = list(domains)
     dataset = world_dataset(task, **options)
     if class_map is not None:
-        from clipgauge.data.folders import display_names, resolve_class_map
-
         mapping, label = resolve_class_map(class_map)
         # Keys may be class names or their export folder names (`on_the_left`).
         folders = dict(zip(task.folder_names(), task.classes, strict=True))

@@ -199,6 +199,8 @@ def check_size(size: object) -> int:
     return int(size)
 
 
+# long: one pass in the order of the random draws, which decides every pixel of every shipped
+# image; split into helpers, that order would be spread over several functions.
 def render(
     scene: Scene, domain: str, size: int = 64, rng: np.random.Generator | None = None
 ) -> np.ndarray:

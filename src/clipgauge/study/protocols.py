@@ -1,0 +1,137 @@
+"""The evaluation protocols of one study run, and the fine-tuning they evaluate.
+
+Per run (see `clipgauge.study.store` for what is stored):
+  1. zero-shot measures of the base model on the task's test images, per domain
+     (`measure_before`; computed once per process, embeddings from the study's cache),
+  2. fine-tuning with `finetune` on the train side of the train domains (the engine holds out
+     its own validation images from them); a method that trains nothing evaluates the base
+     model, so every gain has a same-seed baseline,
+  3. with the tuned model on the task's test images: the measures again (`measure_after`),
+     in-domain accuracy (`id`, the train domains), domain generalization (`dg`, the other
+     domains), and forgetting: every other forgetting task zero-shot, base model (`cf_before`,
+     cached) and tuned model (`cf_after`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from clipgauge.embeddings import TaskEmbeddings, embed_dataset
+from clipgauge.interruption import pause_point
+from clipgauge.measures import MEASURE_FIELDS, OVERALL, compute_measures
+from clipgauge.methods import get_method
+from clipgauge.study.context import StudyContext
+from clipgauge.study.plan import PlannedRun
+from clipgauge.study.store import MetricRow
+from clipgauge.training.checkpoint import CheckpointError
+from clipgauge.training.config import TrainConfig
+from clipgauge.training.finetuning import finetune
+from clipgauge.training.load import load_run
+from clipgauge.training.run_folder import CONFIG_FILE, RESULT_FILE, TRAINED_FILE, RunError
+
+RUNS_DIR = "runs"
+
+
+def embeddings(context: StudyContext, bundle, task: str, cached: bool) -> TaskEmbeddings:
+    """A model's embeddings of a task's test images with the task's templates."""
+    return embed_dataset(
+        bundle,
+        context.test_set(task),
+        context.spec.tasks[task].templates,
+        cache=context.cache if cached else None,
+        progress=False,
+    )
+
+
+def measure_rows(embeds: TaskEmbeddings, domains: Sequence[str]) -> dict[str, dict]:
+    """Measures per domain (those with test images) and pooled over them as 'overall'."""
+    out, pooled = {}, torch.zeros(len(embeds.labels), dtype=torch.bool)
+    for name in domains:
+        mask = embeds.domains == embeds.domain_names.index(name)
+        if bool(mask.any()):
+            out[name] = compute_measures(
+                embeds.image_embeds[mask], embeds.text_embeds, embeds.labels[mask]
+            )
+            pooled |= mask
+    if bool(pooled.any()):
+        out[OVERALL] = compute_measures(
+            embeds.image_embeds[pooled], embeds.text_embeds, embeds.labels[pooled]
+        )
+    return out
+
+
+def base_rows(context: StudyContext, task: str) -> dict[str, dict]:
+    """The base model's measures on a task, every domain and overall (once per process)."""
+    if task not in context.base_rows_by_task:
+        embeds = embeddings(context, context.bundle, task, cached=True)
+        context.base_rows_by_task[task] = measure_rows(embeds, context.task_domains(task))
+    return context.base_rows_by_task[task]
+
+
+def metric_rows(protocol: str, task: str, rows: dict[str, dict]) -> list[MetricRow]:
+    return [
+        (protocol, task, domain, name, values[name])
+        for domain, values in rows.items()
+        for name in MEASURE_FIELDS
+    ]
+
+
+def execute(context: StudyContext, run: PlannedRun) -> list[MetricRow]:
+    """Train (unless the method trains nothing) and evaluate one run; its metric rows."""
+    others = [t for t in context.spec.forgetting if t != run.task]
+    rows = metric_rows("measure_before", run.task, base_rows(context, run.task))
+    for other in others:
+        rows += metric_rows("cf_before", other, base_rows(context, other))
+    if get_method(run.method).trains_nothing:
+        tuned, cached = context.bundle, True
+    else:
+        tuned, cached = load_run(train(context, run)), False
+        pause_point("run-trained")
+    domains = context.task_domains(run.task)
+    after = embeddings(context, tuned, run.task, cached)
+    held_out = [d for d in domains if d not in run.train_domains]
+    rows += metric_rows("measure_after", run.task, measure_rows(after, domains))
+    rows += metric_rows("id", run.task, measure_rows(after, run.train_domains))
+    if held_out:
+        rows += metric_rows("dg", run.task, measure_rows(after, held_out))
+    for other in others:
+        other_after = embeddings(context, tuned, other, cached)
+        rows += metric_rows(
+            "cf_after", other, measure_rows(other_after, context.task_domains(other))
+        )
+    return rows
+
+
+def train(context: StudyContext, run: PlannedRun) -> Path:
+    """Fine-tune into `<out>/runs/<run_id>`, resuming an interrupted attempt if it can."""
+    run_dir = context.out_dir / RUNS_DIR / run.run_id
+    entry = context.spec.tasks[run.task]
+    kwargs = dict(
+        model=context.bundle,
+        data=context.dataset(run.task),
+        train_domains=run.train_domains,
+        method=run.method,
+        method_options=run.config["method"]["config"],
+        train_config=TrainConfig.from_dict(run.config["train"]),
+        out_dir=run_dir,
+        templates=entry.templates,
+        split="train",
+        test_fraction=context.spec.test_fraction,
+        split_seed=context.spec.split_seed,
+        progress=False,
+    )
+    # An attempt that got as far as its result but lost its weights cannot be resumed.
+    lost = (run_dir / RESULT_FILE).is_file() and not (run_dir / TRAINED_FILE).is_file()
+    if (run_dir / CONFIG_FILE).is_file() and not lost:
+        try:
+            finetune(**kwargs, resume=True)
+            return run_dir
+        except (RunError, CheckpointError):
+            pass  # not resumable (options or data changed, no complete epoch): start over
+    shutil.rmtree(run_dir, ignore_errors=True)
+    finetune(**kwargs)
+    return run_dir
