@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -36,9 +37,29 @@ class UnreadableImageError(DataError):
     """One image file cannot be decoded; callers that skip bad images catch exactly this."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
+        self.path = printable_path(path)
         self.reason = reason
         super().__init__(f"cannot read image {self.path}: {reason}; {SKIP_HINT}")
+
+
+def printable_path(path: str | os.PathLike) -> str:
+    """`path` as text that prints and encodes as UTF-8: file-name bytes that are not valid
+    UTF-8 (which Python holds as lone surrogates) are shown as `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def link_problem(path: str | os.PathLike) -> str:
+    """What is wrong with a symbolic link whose target cannot be read: broken, or a loop."""
+    try:
+        target = printable_path(os.readlink(path))
+    except OSError:
+        return "a broken symbolic link"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"a symbolic link loop (to {target}, which leads back to itself)"
+    return f"a broken symbolic link (its target {target} does not exist)"
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -62,10 +83,22 @@ def load_item_rgb(item: Item) -> Image.Image:
 
 def _decode(path: Path) -> Image.Image:
     try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnreadableImageError(
+            path,
+            "the file name is not valid UTF-8, so results could not name it; rename the file "
+            "(e.g. with convmv -f latin1 -t utf-8)",
+        ) from None
+    try:
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise UnreadableImageError(path, "file not found") from None
     except OSError as error:
+        if path.is_symlink():
+            raise UnreadableImageError(
+                path, f"it is {link_problem(path)}; point the link at an image or delete it"
+            ) from None
+        if isinstance(error, FileNotFoundError):
+            raise UnreadableImageError(path, "file not found") from None
         raise UnreadableImageError(path, f"cannot access the file ({error})") from None
     if path.is_dir():
         raise UnreadableImageError(path, "is a folder, not an image file")
@@ -88,6 +121,10 @@ def _decode(path: Path) -> Image.Image:
         ) from None
     except Image.UnidentifiedImageError:
         raise UnreadableImageError(path, "not an image file Pillow can identify") from None
+    except PermissionError:
+        raise UnreadableImageError(
+            path, "permission denied when opening it; make the file readable (e.g. chmod a+r)"
+        ) from None
     except Exception as error:  # decoders raise OSError, SyntaxError, struct.error, ...
         reason = str(error) or type(error).__name__
         raise UnreadableImageError(path, f"decoding failed ({reason})") from None
