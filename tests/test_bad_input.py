@@ -8,7 +8,9 @@ missing a class in a CSV) must succeed, and their cases check what was read.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -20,6 +22,7 @@ import pytest
 import torch
 from conftest import TINY_WORDS
 from imagegen import make_domainbed, make_folder, write_image, write_truncated
+from permissions import enforced_permissions
 from tinystudy import query, write_tiny_study
 
 from clipgauge.cli import main
@@ -51,6 +54,8 @@ class Case:
     code: int
     expect: tuple[str, ...]  # substrings of stderr for errors, of stdout + stderr otherwise
     check: Callable[[Env, str, str], None] | None = None
+    # the command runs inside this (e.g. enforced_permissions: chmod 000 holds for root too)
+    during: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +143,66 @@ def mode_image(mode: str, ext: str, color) -> Callable[[Env], list]:
         )
 
     return build
+
+
+def locked(path: Path) -> None:
+    """An image no one may read (see `enforced_permissions` for root)."""
+    write_image(path)
+    path.chmod(0)
+
+
+def locked_folder(env: Env) -> Path:
+    root = two_classes(env)
+    write_image(root / "cat" / "more" / "img.png")
+    (root / "cat" / "more").chmod(0)
+    return root
+
+
+def broken_link(env: Env) -> Path:
+    """Two classes plus `cat/gone.png`, a symbolic link to a file that does not exist."""
+    return with_image(env, "gone.png", lambda p: p.symlink_to(env.tmp / "deleted.png"))
+
+
+def linked_dataset(env: Env) -> Path:
+    """`cat` holds links to three images elsewhere; `dog` is a link to a folder elsewhere."""
+    store = make_folder(env.tmp / "store", ["cat", "dog"], per_class=3)
+    root = env.tmp / "data"
+    (root / "cat").mkdir(parents=True)
+    for i in range(3):
+        (root / "cat" / f"link{i}.png").symlink_to(store / "cat" / f"img{i}.png")
+    (root / "dog").symlink_to(store / "dog", target_is_directory=True)
+    return root
+
+
+def with_link(env: Env, link: str, target: str) -> Path:
+    """photo/art x cat/dog, two images each, plus the folder link `link` -> `target` (in root)."""
+    root = make_domainbed(env.tmp / "data", ["photo", "art"], ["cat", "dog"])
+    (root / link).symlink_to(root / target, target_is_directory=True)
+    return root
+
+
+def broken_class_link(env: Env) -> Path:
+    """Two classes plus `wolf`, a link to a class folder on a drive that is not there."""
+    root = two_classes(env)
+    (root / "wolf").symlink_to(env.tmp / "unmounted" / "wolf", target_is_directory=True)
+    return root
+
+
+def not_utf8(folder: Path, name: bytes) -> Path:
+    """`folder`/`name` where `name` holds bytes that are not UTF-8 (a latin-1 `é`)."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+def not_utf8_file(env: Env) -> Path:
+    root = two_classes(env)
+    write_image(not_utf8(root / "cat", b"caf\xe9.png"))
+    return root
+
+
+def not_utf8_class(env: Env) -> Path:
+    root = two_classes(env)
+    write_image(not_utf8(root, b"caf\xe9") / "img0.png")
+    return root
 
 
 def read_five(env: Env, out: str, err: str) -> None:
@@ -473,6 +538,85 @@ CASES = [
         read_five,
     ),
     Case("measure-16-bit-image", mode_image("I;16", ".png", 40000), 0, ("overall",), read_five),
+    # Links, permissions and file names ----------------------------------------------------------
+    Case(
+        "measure-broken-symlink",
+        lambda e: measure(e, broken_link(e)),
+        2,
+        ("gone.png", "broken symbolic link", "deleted.png does not exist", "point the link", SKIP),
+    ),
+    Case(
+        "measure-broken-symlink-skipped",
+        lambda e: measure_json(e, broken_link(e), SKIP),
+        0,
+        ("skipped 1 unreadable image(s)", "gone.png", "broken symbolic link"),
+        check_images(4),
+    ),
+    Case(
+        "embed-broken-symlink-skipped",
+        lambda e: [*embed(e, broken_link(e)), SKIP],
+        0,
+        ("skipped 1 unreadable image(s)", "broken symbolic link", "4 images"),
+    ),
+    Case(
+        "measure-broken-link-to-a-class-folder",
+        lambda e: measure(e, broken_class_link(e)),
+        2,
+        ("data/wolf, where class or domain folders are expected, is a broken symbolic link",),
+    ),
+    Case(
+        "measure-symlinked-images-and-class-folder",
+        lambda e: measure_json(e, linked_dataset(e)),
+        0,
+        ("overall",),
+        check_images(6),
+    ),
+    Case(
+        "measure-link-back-to-the-root",
+        lambda e: measure(e, with_link(e, "photo/cat/loop", ".")),
+        2,
+        ("data/photo/cat/loop leads back to", "a link loop", "remove the link"),
+    ),
+    Case(
+        "measure-class-folder-linked-to-another",
+        lambda e: measure(e, with_link(e, "art/wolf", "art/dog")),
+        2,
+        ("art/wolf leads to", "art/dog already read", "count twice", "remove one of the links"),
+    ),
+    Case(
+        "measure-unreadable-image",
+        lambda e: measure(e, with_image(e, "locked.png", locked)),
+        2,
+        ("locked.png", "permission denied", "chmod a+r", SKIP),
+        during=enforced_permissions,
+    ),
+    Case(
+        "measure-unreadable-image-skipped",
+        lambda e: measure_json(e, with_image(e, "locked.png", locked), SKIP),
+        0,
+        ("skipped 1 unreadable image(s)", "locked.png", "permission denied"),
+        check_images(4),
+        during=enforced_permissions,
+    ),
+    Case(
+        "measure-unreadable-folder",
+        lambda e: measure(e, locked_folder(e)),
+        2,
+        ("cannot list folder", "cat/more: permission denied", "chmod a+rx"),
+        during=enforced_permissions,
+    ),
+    Case(
+        "measure-file-name-not-utf8",
+        lambda e: measure(e, not_utf8_file(e)),
+        2,
+        ("cat/caf\\xe9.png", "file name is not valid UTF-8", "rename the file", SKIP),
+    ),
+    Case(
+        "measure-class-folder-name-not-utf8",
+        lambda e: measure(e, not_utf8_class(e)),
+        2,
+        ("data/caf\\xe9 has a name that is not valid UTF-8", "rename it"),
+    ),
     # CSV manifests ---------------------------------------------------------------------------
     Case(
         "manifest-missing-column",
@@ -871,7 +1015,8 @@ def test_the_table_covers_every_command():
 def test_bad_input(case: Case, env: Env, capsys):
     argv = [str(arg) for arg in case.build(env)]
     capsys.readouterr()
-    code = main(argv)
+    with case.during():
+        code = main(argv)
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert code == case.code, f"exit {code}\nstdout: {out}\nstderr: {err}"
