@@ -35,6 +35,7 @@ world-table: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_silhouette.py
+	$(PY) benchmarks/bench_folders.py
 	$(PY) benchmarks/bench_zeroshot.py
 	$(PY) benchmarks/bench_cache.py
 	$(PY) benchmarks/bench_methods.py
