@@ -29,7 +29,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/clipgauge study world --out studies/world
 
-# The README's zero-shot table of world-clip on every world task and domain.
+# The zero-shot table (docs/world-clip.md) of world-clip on every world task and domain.
 world-table: $(STAMP)
 	$(VENV)/bin/clipgauge world zeroshot --per-class 50 --no-progress
 
