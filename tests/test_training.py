@@ -307,3 +307,47 @@ def test_best_epoch_is_higher_accuracy_then_lower_loss():
     assert not is_better(0.5, 0.1, 0.5, 0.1)  # an exact tie keeps the earlier epoch
     assert not is_better(0.5, 0.2, 0.5, 0.1)
     assert is_better(0.5, 0.3, 0.5, None)  # a checkpoint from before losses were kept
+
+
+@pytest.mark.parametrize("stop_after", [None, 3], ids=["uninterrupted", "resumed-after-epoch-3"])
+def test_saved_tensors_are_the_best_epochs_not_the_last(
+    tiny_clip_dir, colour_task, tmp_path, monkeypatch, stop_after
+):
+    """Validation is scripted so epoch 2 of 4 is the best (epochs 3 and 4 have lower accuracy,
+    if lower loss). Each time the engine validates, this test copies the model's trainable
+    tensors itself: trained.safetensors must equal the copy taken at epoch 2, which training
+    changed afterwards. A run cut after epoch 3 and resumed must keep epoch 2 as well."""
+    scripted = [(0.25, 2.0), (0.5, 1.0), (1.0, 0.5), (0.75, 0.2), (0.5, 0.1)]  # epochs 0..4
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted_validate(accelerator, model, loader, class_embeds):
+        module = getattr(model, "module", model)  # a DistributedDataParallel wrapper, if any
+        named = module.named_parameters()
+        seen.append({n: p.detach().clone() for n, p in named if p.requires_grad})
+        return scripted[len(seen) - 1]
+
+    monkeypatch.setattr(engine, "_validate", scripted_validate)
+    out, options = tmp_path / "run", {"epochs": 4, "lr": 3e-3}
+    if stop_after is not None:
+        save = engine.save_checkpoint
+
+        def save_then_stop(folder, **kwargs):
+            save(folder, **kwargs)
+            if kwargs["epoch"] == stop_after:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run(tiny_clip_dir, colour_task, out, **options)
+        monkeypatch.setattr(engine, "save_checkpoint", save)
+    result = run(tiny_clip_dir, colour_task, out, resume=stop_after is not None, **options)
+
+    assert len(seen) == 5 and result.best_epoch == 2
+    assert [m["best_epoch"] for m in result.metrics[1:]] == [1, 2, 2, 2]
+    saved = load_file(out / "trained.safetensors")
+    # TunedClip wraps CLIPModel as `clip`; saved keys are plain CLIPModel state-dict names.
+    at_epoch = [{n.removeprefix("clip."): t for n, t in copy.items()} for copy in seen]
+    assert saved.keys() == at_epoch[2].keys()
+    assert all(torch.equal(saved[k], at_epoch[2][k]) for k in saved)
+    changed_later = [k for k in saved if not torch.equal(at_epoch[2][k], at_epoch[4][k])]
+    assert len(changed_later) > len(saved) // 2  # so the last epoch's tensors would differ
