@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+from clipgauge import embeddings
 from clipgauge.cache import TensorCache
 from clipgauge.data.folders import from_domainbed
 from clipgauge.embeddings import embed_dataset, encode_classes, encode_texts, save_embeddings
@@ -129,3 +130,50 @@ def test_atomic_writes_are_world_readable(tmp_path):
     mode = stat.S_IMODE(target.stat().st_mode)
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH
     assert target.read_bytes() == b"<html></html>"
+
+
+def plain_class_embeddings(model_dir, class_names, templates) -> torch.Tensor:
+    """Per template, normalised text embeddings with plain transformers; their mean, normalised."""
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    per_template = []
+    with torch.no_grad():
+        for template in templates:
+            prompts = [template.format(name) for name in class_names]
+            out = model.get_text_features(**tokenizer(prompts, padding=True, return_tensors="pt"))
+            per_template.append(F.normalize(getattr(out, "pooler_output", out), dim=-1))
+    return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
+
+
+def test_new_templates_get_a_new_text_cache_key_and_fresh_embeddings(
+    bundle, tiny_clip_dir, domainbed_root, tmp_path, monkeypatch
+):
+    data = from_domainbed(domainbed_root)
+    cache = TensorCache(tmp_path / "cache")
+    encoded = []  # the templates of every class-text encoding that really ran
+    encode = embeddings.encode_classes
+
+    def counted(bundle, class_names, templates):
+        encoded.append(list(templates))
+        return encode(bundle, class_names, templates)
+
+    monkeypatch.setattr(embeddings, "encode_classes", counted)
+
+    def text_entries() -> set[str]:
+        return {p.name for p in (tmp_path / "cache" / "texts").glob("*.safetensors")}
+
+    photo, ensemble = ["a photo of a {}."], ["a photo of a {}.", "a sketch of the {}."]
+    first = embed_dataset(bundle, data, photo, cache=cache, progress=False)
+    entries_first = text_entries()
+    second = embed_dataset(bundle, data, ensemble, cache=cache, progress=False)
+    assert len(entries_first) == 1 and len(text_entries()) == 2  # a second key, a second entry
+    assert encoded == [photo, ensemble]  # recomputed, not the photo-only entry reused
+    assert second.from_cache  # while the images, which no template touches, came from the cache
+    assert second.templates == ensemble
+    reference = plain_class_embeddings(tiny_clip_dir, data.class_names, ensemble)
+    torch.testing.assert_close(second.text_embeds, reference, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(second.text_embeds, first.text_embeds, atol=1e-3)
+    third = embed_dataset(bundle, data, photo, cache=cache, progress=False)
+    assert encoded == [photo, ensemble]  # the first templates again: their entry is read
+    assert torch.equal(third.text_embeds, first.text_embeds)
+    assert len(text_entries()) == 2
