@@ -361,3 +361,34 @@ def test_workers_give_the_same_numbers(finished, tmp_path):
     assert [r[:5] for r in ours] == [r[:5] for r in theirs]
     for a, b in zip(ours, theirs, strict=True):
         assert (a[5] is None and b[5] is None) or a[5] == pytest.approx(b[5], abs=1e-5)
+
+
+def test_per_image_predictions_reproduce_the_stored_accuracies(world_model, tmp_path):
+    import numpy as np
+
+    from clipgauge.study.store import unpack_correct
+
+    spec = write_spec(tmp_path, world_model)
+    run_study(spec, tmp_path / "out", progress=False)
+    db = tmp_path / "out" / "study.sqlite"
+    predictions = query(
+        db, "SELECT run_id, protocol, eval_task, domain, n, correct FROM predictions"
+    )
+    assert {p for _, p, *_ in predictions} >= {"id", "cf_before", "cf_after"}
+    sizes = {}
+    for run_id, protocol, task, domain, n, blob in predictions:
+        flags = unpack_correct(blob, n)
+        assert flags.dtype == bool and len(flags) == n
+        (accuracy,) = query(
+            db,
+            "SELECT value FROM metrics WHERE run_id = ? AND protocol = ? AND eval_task = ? "
+            "AND domain = ? AND name = 'zero_shot_accuracy'",
+            run_id,
+            protocol,
+            task,
+            domain,
+        )[0]
+        assert np.isclose(flags.mean(), accuracy, atol=1e-12)
+        sizes.setdefault((task, domain), set()).add(n)
+    # every run is scored on the same test images of a task and domain
+    assert all(len(n) == 1 for n in sizes.values())

@@ -243,6 +243,15 @@ def zero_shot_accuracy(
     return _zero_shot_accuracy(_text_stats(image_embeds, text_embeds, labels, chunk_size))
 
 
+def correct_predictions(
+    image_embeds: Any, text_embeds: Any, labels: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> np.ndarray:
+    """Per image, whether argmax cosine over the class texts is its label (bool, N): the
+    image-level outcomes that zero_shot_accuracy averages."""
+    stats = _text_stats(image_embeds, text_embeds, labels, chunk_size)
+    return stats.predicted == stats.labels
+
+
 def balanced_accuracy(
     image_embeds: Any, text_embeds: Any, labels: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> float:

@@ -48,7 +48,7 @@ class StudyContext:
         self._datasets: dict[str, ImageDataset] = {}
         self._tests: dict[str, ImageDataset] = {}
         self._domains: dict[str, list[str]] = {}
-        self.base_rows_by_task: dict[str, dict[str, dict]] = {}
+        self.base_rows_by_task: dict[str, tuple[dict, dict]] = {}  # see protocols.base_results
 
     def dataset(self, task: str) -> ImageDataset:
         """Every image of a task's domains (opened once; errors point at the spec line)."""

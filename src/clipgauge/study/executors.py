@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Protocol
@@ -22,18 +22,20 @@ from clipgauge.study.context import StudyContext
 from clipgauge.study.plan import PlannedRun
 from clipgauge.study.protocols import RUNS_DIR, execute
 from clipgauge.study.spec import StudySpec
-from clipgauge.study.store import MetricRow
+from clipgauge.study.store import MetricRow, PredictionRow
 
 ERROR_LOG = "error.log"
 
 
 @dataclass
 class RunOutcome:
-    """A run's metric rows, or None and the error that stopped it; seconds it took."""
+    """A run's metric and per-image prediction rows, or None and the error that stopped it;
+    the seconds it took."""
 
     rows: list[MetricRow] | None
     error: str
     seconds: float
+    predictions: list[PredictionRow] = field(default_factory=list)
 
 
 class Executor(Protocol):
@@ -53,8 +55,8 @@ def attempt(context: StudyContext, run: PlannedRun) -> RunOutcome:
     """Execute one run; an error becomes the outcome and its traceback goes to a log."""
     started = time.perf_counter()
     try:
-        rows = execute(context, run)
-        return RunOutcome(rows, "", time.perf_counter() - started)
+        rows, predictions = execute(context, run)
+        return RunOutcome(rows, "", time.perf_counter() - started, predictions)
     except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the study goes on
         log = context.out_dir / RUNS_DIR / run.run_id / ERROR_LOG
         log.parent.mkdir(parents=True, exist_ok=True)

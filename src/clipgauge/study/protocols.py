@@ -22,11 +22,11 @@ import torch
 
 from clipgauge.embeddings import TaskEmbeddings, embed_dataset
 from clipgauge.interruption import pause_point
-from clipgauge.measures import MEASURE_FIELDS, OVERALL, compute_measures
+from clipgauge.measures import MEASURE_FIELDS, OVERALL, compute_measures, correct_predictions
 from clipgauge.methods import get_method
 from clipgauge.study.context import StudyContext
 from clipgauge.study.plan import PlannedRun
-from clipgauge.study.store import MetricRow
+from clipgauge.study.store import MetricRow, PredictionRow
 from clipgauge.training.checkpoint import CheckpointError
 from clipgauge.training.config import TrainConfig
 from clipgauge.training.finetuning import finetune
@@ -64,12 +64,33 @@ def measure_rows(embeds: TaskEmbeddings, domains: Sequence[str]) -> dict[str, di
     return out
 
 
-def base_rows(context: StudyContext, task: str) -> dict[str, dict]:
-    """The base model's measures on a task, every domain and overall (once per process)."""
+def correct_by_domain(embeds: TaskEmbeddings, domains: Sequence[str]) -> dict[str, object]:
+    """Per domain with test images: whether each of its images is classified correctly."""
+    out = {}
+    for name in domains:
+        mask = embeds.domains == embeds.domain_names.index(name)
+        if bool(mask.any()):
+            out[name] = correct_predictions(
+                embeds.image_embeds[mask], embeds.text_embeds, embeds.labels[mask]
+            )
+    return out
+
+
+def base_results(context: StudyContext, task: str) -> tuple[dict[str, dict], dict]:
+    """The base model's measures on a task (every domain and overall) and its per-image
+    correct flags per domain; computed once per process."""
     if task not in context.base_rows_by_task:
         embeds = embeddings(context, context.bundle, task, cached=True)
-        context.base_rows_by_task[task] = measure_rows(embeds, context.task_domains(task))
+        domains = context.task_domains(task)
+        context.base_rows_by_task[task] = (
+            measure_rows(embeds, domains),
+            correct_by_domain(embeds, domains),
+        )
     return context.base_rows_by_task[task]
+
+
+def prediction_rows(protocol: str, task: str, correct: dict) -> list[PredictionRow]:
+    return [(protocol, task, domain, flags) for domain, flags in correct.items()]
 
 
 def metric_rows(protocol: str, task: str, rows: dict[str, dict]) -> list[MetricRow]:
@@ -80,12 +101,16 @@ def metric_rows(protocol: str, task: str, rows: dict[str, dict]) -> list[MetricR
     ]
 
 
-def execute(context: StudyContext, run: PlannedRun) -> list[MetricRow]:
-    """Train (unless the method trains nothing) and evaluate one run; its metric rows."""
+def execute(context: StudyContext, run: PlannedRun) -> tuple[list[MetricRow], list[PredictionRow]]:
+    """Train (unless the method trains nothing) and evaluate one run: its metric rows and
+    per-image prediction rows."""
     others = [t for t in context.spec.forgetting if t != run.task]
-    rows = metric_rows("measure_before", run.task, base_rows(context, run.task))
+    rows = metric_rows("measure_before", run.task, base_results(context, run.task)[0])
+    predictions = []
     for other in others:
-        rows += metric_rows("cf_before", other, base_rows(context, other))
+        before, before_correct = base_results(context, other)
+        rows += metric_rows("cf_before", other, before)
+        predictions += prediction_rows("cf_before", other, before_correct)
     if get_method(run.method).trains_nothing:
         tuned, cached = context.bundle, True
     else:
@@ -96,14 +121,18 @@ def execute(context: StudyContext, run: PlannedRun) -> list[MetricRow]:
     held_out = [d for d in domains if d not in run.train_domains]
     rows += metric_rows("measure_after", run.task, measure_rows(after, domains))
     rows += metric_rows("id", run.task, measure_rows(after, run.train_domains))
+    predictions += prediction_rows("id", run.task, correct_by_domain(after, run.train_domains))
     if held_out:
         rows += metric_rows("dg", run.task, measure_rows(after, held_out))
+        predictions += prediction_rows("dg", run.task, correct_by_domain(after, held_out))
     for other in others:
         other_after = embeddings(context, tuned, other, cached)
-        rows += metric_rows(
-            "cf_after", other, measure_rows(other_after, context.task_domains(other))
+        other_domains = context.task_domains(other)
+        rows += metric_rows("cf_after", other, measure_rows(other_after, other_domains))
+        predictions += prediction_rows(
+            "cf_after", other, correct_by_domain(other_after, other_domains)
         )
-    return rows
+    return rows, predictions
 
 
 def train(context: StudyContext, run: PlannedRun) -> Path:

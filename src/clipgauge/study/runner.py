@@ -148,7 +148,7 @@ def _record(store, spec: StudySpec, out: Path, run, outcome: RunOutcome, result,
         result.failed.append((run.label, outcome.error))
         bar.write(f"run failed: {run.label}: {outcome.error}", file=sys.stderr)
     else:
-        store.finish_run(run.run_id, outcome.rows, outcome.seconds)
+        store.finish_run(run.run_id, outcome.rows, outcome.seconds, outcome.predictions)
         result.finished += 1
         weights = out / RUNS_DIR / run.run_id / TRAINED_FILE
         if not spec.keep_weights:

@@ -26,6 +26,13 @@ Schema (a reader needs nothing else):
                       runs/<run_id>/error.log). started/finished are Unix times, seconds the
                       attempt's duration, attempts counts starts.
   metrics             (run_id, protocol, eval_task, domain, name) -> value, for finished runs.
+  predictions         (run_id, protocol, eval_task, domain) -> n, correct: whether each test
+                      image of that domain was classified correctly (protocols id, dg,
+                      cf_before, cf_after; real domains only, never 'overall'). `correct` is
+                      numpy.packbits of the n booleans (big-endian bit order), images in the
+                      order of the study's fixed test set, so every run of a study is scored
+                      on the same images in the same order: differences between runs pair
+                      image by image (`unpack_correct` reads it back).
 
 Protocols (every row holds all MEASURE_FIELDS of `clipgauge.measures` as `name`):
   measure_before  eval_task = the run's task, every domain + 'overall'; the base model
@@ -60,6 +67,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from clipgauge.errors import ClipgaugeError
 
 SCHEMA = """
@@ -76,6 +85,12 @@ CREATE TABLE IF NOT EXISTS metrics (
   eval_task TEXT NOT NULL, domain TEXT NOT NULL,  -- domain name, or 'overall'
   name TEXT NOT NULL, value REAL,                 -- a MEASURE_FIELDS name (e.g. zero_shot_accuracy, silhouette_modality); NaN stored as NULL
   PRIMARY KEY (run_id, protocol, eval_task, domain, name));
+CREATE TABLE IF NOT EXISTS predictions (
+  run_id TEXT NOT NULL, protocol TEXT NOT NULL,   -- 'id' | 'dg' | 'cf_before' | 'cf_after'
+  eval_task TEXT NOT NULL, domain TEXT NOT NULL,  -- a domain name (never 'overall')
+  n INTEGER NOT NULL,                             -- test images of that domain
+  correct BLOB NOT NULL,                          -- numpy.packbits of n booleans, test-set order
+  PRIMARY KEY (run_id, protocol, eval_task, domain));
 """  # noqa: E501 - kept verbatim: the analysis side is written against this text
 
 PROTOCOLS = ("measure_before", "measure_after", "id", "dg", "cf_before", "cf_after")
@@ -84,6 +99,19 @@ UNSHARDED = "study.sqlite"
 
 # (protocol, eval_task, domain, name, value)
 MetricRow = tuple[str, str, str, str, float | None]
+# (protocol, eval_task, domain, per-image correct flags)
+PredictionRow = tuple[str, str, str, np.ndarray]
+PREDICTION_PROTOCOLS = ("id", "dg", "cf_before", "cf_after")
+
+
+def pack_correct(correct: np.ndarray) -> bytes:
+    """The stored form of per-image correct flags (see `predictions` in the schema)."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes()
+
+
+def unpack_correct(blob: bytes, n: int) -> np.ndarray:
+    """Per-image correct flags (bool, n) from their stored form."""
+    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n).astype(bool)
 
 
 def database_name(shard: tuple[int, int] | None) -> str:
@@ -226,7 +254,7 @@ class StudyStore:
     ) -> None:
         """Mark a run 'running' (inserting it, or counting one more attempt)."""
         with self.transaction() as db:
-            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            _delete_results(db, [(run_id,)])
             db.execute(
                 "INSERT INTO runs (run_id, task, train_domains, method, seed, config, status, "
                 "started, attempts) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, 1) "
@@ -244,14 +272,26 @@ class StudyStore:
                 ),
             )
 
-    def finish_run(self, run_id: str, rows: Iterable[MetricRow], seconds: float) -> None:
-        """Write a run's metrics and mark it finished, in one transaction."""
+    def finish_run(
+        self,
+        run_id: str,
+        rows: Iterable[MetricRow],
+        seconds: float,
+        predictions: Iterable[PredictionRow] = (),
+    ) -> None:
+        """Write a run's metrics and per-image predictions and mark it finished, in one
+        transaction."""
         with self.transaction() as db:
-            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            _delete_results(db, [(run_id,)])
             db.executemany(
                 "INSERT INTO metrics (run_id, protocol, eval_task, domain, name, value) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(run_id, p, t, d, n, sql_value(v)) for p, t, d, n, v in rows],
+            )
+            db.executemany(
+                "INSERT INTO predictions (run_id, protocol, eval_task, domain, n, correct) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, p, t, d, len(c), pack_correct(c)) for p, t, d, c in predictions],
             )
             db.execute(
                 "UPDATE runs SET status = 'finished', error = NULL, finished = ?, seconds = ? "
@@ -261,7 +301,7 @@ class StudyStore:
 
     def fail_run(self, run_id: str, error: str, seconds: float) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            _delete_results(db, [(run_id,)])
             db.execute(
                 "UPDATE runs SET status = 'failed', error = ?, finished = ?, seconds = ? "
                 "WHERE run_id = ?",
@@ -271,8 +311,13 @@ class StudyStore:
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         ids = [(r,) for r in run_ids]
         with self.transaction() as db:
-            db.executemany("DELETE FROM metrics WHERE run_id = ?", ids)
+            _delete_results(db, ids)
             db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
+
+
+def _delete_results(db: sqlite3.Connection, ids: list[tuple[str]]) -> None:
+    db.executemany("DELETE FROM metrics WHERE run_id = ?", ids)
+    db.executemany("DELETE FROM predictions WHERE run_id = ?", ids)
 
 
 class StudyLock:

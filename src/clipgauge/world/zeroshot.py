@@ -1,4 +1,4 @@
-"""Zero-shot measures of a model on every world task and domain (the table in docs/world-clip.md)."""
+"""Zero-shot measures of a model on every world task and domain (docs/world-clip.md)."""
 
 from __future__ import annotations
 
