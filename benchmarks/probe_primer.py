@@ -14,9 +14,9 @@ Every 50 steps it prints the zero-shot accuracy on the `positions` task (300 tes
 four domains, the task's own prompts) and the mean pairwise cosine of the five position prompts
 in the text tower. A cosine near 1 means the text tower ignores the position words.
 
-Measured (docs/world-clip.md): `joint` shows the collapse (cosine 0.95 -> 1.0000 by step 100, positions at
-chance). At this small scale `primer` does not recover position either; in full pretraining
-(batch 128, then the main mix) the same primer does.
+Measured (docs/world-clip.md): `joint` shows the collapse (cosine 0.95 -> 1.0000 by step
+100, positions at chance). At this small scale `primer` does not recover position either; in
+full pretraining (batch 128, then the main mix) the same primer does.
 """
 
 from __future__ import annotations

@@ -612,6 +612,12 @@ CASES = [
         ("cat/caf\\xe9.png", "file name is not valid UTF-8", "rename the file", SKIP),
     ),
     Case(
+        "measure-file-name-not-utf8-skipped",
+        lambda e: measure_json(e, not_utf8_file(e), SKIP),
+        0,
+        ("skipped 1 unreadable image(s)", "cat/caf\\xe9.png", "not valid UTF-8"),
+    ),
+    Case(
         "measure-class-folder-name-not-utf8",
         lambda e: measure(e, not_utf8_class(e)),
         2,

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from clipgauge.cache import TensorCache, atomic_save_tensors, atomic_write_bytes, cache_key
 from clipgauge.data.dataset import ImageDataset
+from clipgauge.data.images import printable_path
 from clipgauge.encoding import encode_class_prompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError, DataError
 from clipgauge.models.loading import ClipBundle
@@ -112,7 +113,7 @@ def encode_images(
             if err and not skip_bad_images:
                 raise DataError(err)
             if err:
-                bad.append((dataset.items[i].path, err))
+                bad.append((printable_path(dataset.items[i].path), err))
             else:
                 kept.append(i)
         if pixels is not None:
