@@ -48,6 +48,14 @@ class TaskSpec:
 
 
 @dataclass
+class RunResources:
+    """What each run asks a Ray cluster for (`clipgauge study --executor ray`)."""
+
+    gpus_per_run: float = 1
+    cpus_per_run: int = 4
+
+
+@dataclass
 class StudySpec:
     """A validated study spec. `lines` maps dotted keys (`tasks.pacs.data`) to spec lines."""
 
@@ -66,6 +74,7 @@ class StudySpec:
     max_images_per_domain: int | None = None
     world: dict[str, int] = field(default_factory=dict)
     keep_weights: bool = False
+    resources: RunResources = field(default_factory=RunResources)
     description: str = ""
     path: str | None = None
     lines: dict[str, int] = field(default_factory=dict)
@@ -347,6 +356,27 @@ SPEC_KEYS: tuple[SpecKey, ...] = (
         yaml_text(study_default("keep_weights")),
         "keep every fine-tuned run's weights in the study folder (they can be large)",
     ),
+    SpecKey(
+        "resources",
+        "mapping",
+        "{}",
+        "what each run asks a Ray cluster for (`clipgauge study --executor ray`, see "
+        "docs/clusters.md); the other executors ignore it",
+    ),
+    SpecKey(
+        "resources.gpus_per_run",
+        "number >= 0: a whole number, or a fraction below 1 to share a GPU",
+        yaml_text(RunResources.gpus_per_run),
+        "GPUs per run; on a cluster without GPUs runs take 0 (the study says so), and no run "
+        "asks for more than the largest node has",
+    ),
+    SpecKey(
+        "resources.cpus_per_run",
+        "integer >= 1",
+        yaml_text(RunResources.cpus_per_run),
+        "CPU cores per run, also its torch threads; no run asks for more than the largest "
+        "node has (the study says so)",
+    ),
 )
 
 
@@ -368,6 +398,7 @@ TRAINING_KEYS = child_keys("training")  # preset, per_method and the training op
 TRAIN_OPTION_KEYS = tuple(row.path.removeprefix("training.") for row in _TRAIN_OPTION_ROWS)
 SPLIT_KEYS = child_keys("split")
 EVAL_KEYS = child_keys("eval")
+RESOURCE_KEYS = child_keys("resources")
 
 
 # The Markdown table ----------------------------------------------------------------------------

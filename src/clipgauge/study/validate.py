@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from clipgauge.methods import baseline_method, get_method, method_names
 from clipgauge.prompts import load_templates
 from clipgauge.study.schema import (
     EVAL_KEYS,
+    RESOURCE_KEYS,
     SPLIT_KEYS,
     TASK_KEYS,
     TOP_KEYS,
     TRAIN_OPTION_KEYS,
     TRAINING_KEYS,
     WORLD_KEYS,
+    RunResources,
     StudySpec,
     TaskSpec,
     study_default,
@@ -179,6 +182,7 @@ class _Validator(_Checks):
         test_fraction, split_seed = self.split(top.get("split"), line("split"))
         max_images_per_domain = self.eval_options(top.get("eval"), line("eval"))
         keep_weights = self.keep_weights(top)
+        resources = self.resources(top.get("resources"), line("resources"))
         return StudySpec(
             name=name,
             model=model,
@@ -195,6 +199,7 @@ class _Validator(_Checks):
             max_images_per_domain=max_images_per_domain,
             world=world,
             keep_weights=keep_weights,
+            resources=resources,
             description=description,
             path=self.origin,
             lines=self.lines,
@@ -287,6 +292,28 @@ class _Validator(_Checks):
                 f"keep_weights must be true or false, not {keep_weights!r}",
             )
         return keep_weights
+
+    def resources(self, value: Any, line: int | None) -> RunResources:
+        options = self.mapping(value, "resources", line, RESOURCE_KEYS)
+        defaults = RunResources()
+        gpus_line = self.note("resources.gpus_per_run", options, "gpus_per_run")
+        gpus = options.get("gpus_per_run", defaults.gpus_per_run)
+        if (
+            isinstance(gpus, bool)
+            or not isinstance(gpus, int | float)
+            or not math.isfinite(gpus)
+            or gpus < 0
+            or (gpus > 1 and gpus != int(gpus))
+        ):
+            raise self.fail(
+                gpus_line,
+                "resources.gpus_per_run must be a whole number >= 0 or a fraction below 1 "
+                f"(to share a GPU), not {gpus!r}",
+            )
+        cpus_line = self.note("resources.cpus_per_run", options, "cpus_per_run")
+        cpus = options.get("cpus_per_run", defaults.cpus_per_run)
+        cpus = self.integer(cpus, "resources.cpus_per_run", cpus_line, 1)
+        return RunResources(gpus_per_run=gpus, cpus_per_run=cpus)
 
     # tasks
     def tasks(self, value: Any, line: int | None, world: dict) -> dict[str, TaskSpec]:
