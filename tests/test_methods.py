@@ -377,3 +377,17 @@ def test_tuned_clip_needs_text_or_class_embeddings(base_clip, batch):
     tuned = TunedClip(copy.deepcopy(base_clip))
     with pytest.raises(ValueError, match="class prompts"):
         tuned(batch["pixel_values"])
+
+
+def test_which_methods_train_the_image_tower(base_clip):
+    expected = {
+        "zeroshot": False,
+        "full": True,
+        "bitfit": True,
+        "lora": True,
+        "clip-adapter": False,  # adapters sit after the tower: its features never change
+        "aclip": True,
+    }
+    for name, trains in expected.items():
+        method, tuned = prepared(base_clip, name)
+        assert method.trains_image_tower(tuned) is trains, name

@@ -320,7 +320,7 @@ def test_saved_tensors_are_the_best_epochs_not_the_last(
     scripted = [(0.25, 2.0), (0.5, 1.0), (1.0, 0.5), (0.75, 0.2), (0.5, 0.1)]  # epochs 0..4
     seen: list[dict[str, torch.Tensor]] = []
 
-    def scripted_validate(accelerator, model, loader, class_embeds):
+    def scripted_validate(accelerator, model, loader, class_embeds, input_key):
         module = getattr(model, "module", model)  # a DistributedDataParallel wrapper, if any
         named = module.named_parameters()
         seen.append({n: p.detach().clone() for n, p in named if p.requires_grad})
@@ -351,3 +351,28 @@ def test_saved_tensors_are_the_best_epochs_not_the_last(
     assert all(torch.equal(saved[k], at_epoch[2][k]) for k in saved)
     changed_later = [k for k in saved if not torch.equal(at_epoch[2][k], at_epoch[4][k])]
     assert len(changed_later) > len(saved) // 2  # so the last epoch's tensors would differ
+
+
+def test_a_frozen_image_tower_trains_on_its_features_once(
+    tiny_clip_dir, colour_task, tmp_path, monkeypatch
+):
+    """CLIP-Adapter trains on the frozen tower's features, computed once: the same adapter
+    weights as training on pixels every epoch, with one tower pass instead of one per epoch."""
+    from clipgauge.methods.clip_adapter import ClipAdapter
+    from clipgauge.training import engine
+
+    calls = []
+    real = engine.tower_features
+    monkeypatch.setattr(engine, "tower_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    frozen = run(tiny_clip_dir, colour_task, tmp_path / "frozen", "clip-adapter", epochs=3, lr=1e-2)
+    assert len(calls) == 2  # the training and the validation images, once each
+    monkeypatch.setattr(ClipAdapter, "trains_image_tower", lambda self, tuned: True)
+    pixels = run(tiny_clip_dir, colour_task, tmp_path / "pixels", "clip-adapter", epochs=3, lr=1e-2)
+    assert len(calls) == 2
+    assert frozen.best_epoch == pixels.best_epoch
+    a = load_file(tmp_path / "frozen" / "trained.safetensors")
+    b = load_file(tmp_path / "pixels" / "trained.safetensors")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert not torch.equal(a[key], torch.zeros_like(a[key]))

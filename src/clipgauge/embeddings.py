@@ -19,6 +19,7 @@ from clipgauge.data.images import printable_path
 from clipgauge.encoding import encode_class_prompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError, DataError
 from clipgauge.models.loading import ClipBundle
+from clipgauge.pixels import PixelCache, item_pixels, usable_cache
 
 PREPROCESSING_KEYS = (
     "do_resize",
@@ -47,9 +48,10 @@ class _PixelDataset(torch.utils.data.Dataset):
     """Preprocessed pixels per item; a bad image yields an error string instead of raising,
     so a worker never dies and the caller decides whether to skip or stop."""
 
-    def __init__(self, dataset: ImageDataset, processor):
+    def __init__(self, dataset: ImageDataset, processor, cache: PixelCache | None = None):
         self.dataset = dataset
         self.processor = processor
+        self.cache = cache
         size = processor.crop_size if processor.do_center_crop else processor.size
         self.shape = (3, int(size.get("height", 0) or 0), int(size.get("width", 0) or 0))
 
@@ -58,9 +60,7 @@ class _PixelDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            image = self.dataset.load_image(i)
-            pixels = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-            return pixels, i, ""
+            return item_pixels(self.dataset, i, self.processor, self.cache), i, ""
         except DataError as err:
             return torch.zeros(self.shape), i, str(err)
 
@@ -90,13 +90,15 @@ def encode_images(
     num_workers: int | None = None,
     skip_bad_images: bool = False,
     progress: bool = True,
+    pixel_cache: PixelCache | None = None,
 ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     """Normalised image embeddings (float32, CPU) for every readable item.
 
     Returns (embeddings, indices of the items embedded, [(path, reason)] of skipped items).
     Without `skip_bad_images`, the first unreadable image raises a DataError naming it.
     """
-    pixels_ds = _PixelDataset(dataset, bundle.image_processor)
+    cache = usable_cache(pixel_cache, bundle.image_processor)
+    pixels_ds = _PixelDataset(dataset, bundle.image_processor, cache)
     workers = default_workers(len(dataset), bundle.device) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
         pixels_ds,
@@ -204,8 +206,11 @@ def embed_dataset(
     num_workers: int | None = None,
     skip_bad_images: bool = False,
     progress: bool = True,
+    pixel_cache: PixelCache | None = None,
 ) -> TaskEmbeddings:
-    """Image and class-text embeddings of a dataset, read from `cache` when already computed."""
+    """Image and class-text embeddings of a dataset, read from `cache` when already computed.
+
+    `pixel_cache` keeps preprocessed pixels in memory for the next call (a study's runs)."""
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.source.get('root', '')} has no images to embed")
     preprocessing = preprocessing_config(bundle.image_processor)
@@ -233,6 +238,7 @@ def embed_dataset(
             num_workers=num_workers,
             skip_bad_images=skip_bad_images,
             progress=progress,
+            pixel_cache=pixel_cache,
         )
         if cache is not None:
             cache.put(

@@ -27,6 +27,8 @@ TOWERS = ("both", "image", "text")
 TOWER_PREFIXES = {"image": "vision_model.", "text": "text_model."}
 # Parameters that only shape text features: the engine recomputes class prompts when any trains.
 TEXT_SIDE_PREFIXES = ("clip.text_model.", "clip.text_projection.", "text_adapter.")
+# Parameters of the image tower itself: while none trains, its features of an image never change.
+IMAGE_TOWER_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 ADAPTER_PREFIXES = ("image_adapter.", "text_adapter.")
 BLOCK_PARAM = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.(.+)$")
 
@@ -71,7 +73,11 @@ class TunedClip(nn.Module):
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """Projected, un-normalised image embeddings (after the image adapter, if any)."""
         x = features(self.clip.get_image_features(pixel_values=pixel_values, **kwargs))
-        return x if self.image_adapter is None else self.image_adapter(x)
+        return self.adapt_image(x)
+
+    def adapt_image(self, tower_features: torch.Tensor) -> torch.Tensor:
+        """What the method adds after the image tower (identity without an image adapter)."""
+        return tower_features if self.image_adapter is None else self.image_adapter(tower_features)
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
@@ -90,21 +96,26 @@ class TunedClip(nn.Module):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
         prompts: ClassPrompts | None = None,
         class_embeds: torch.Tensor | None = None,
+        tower_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class logits: logit_scale.exp() * cos(image, class prompt), B x C.
 
         Give either tokenised class `prompts` (text features computed, with gradients) or
-        precomputed normalised `class_embeds`. Training goes through forward so that
-        DistributedDataParallel sees it.
+        precomputed normalised `class_embeds`; and either `pixel_values` or the frozen image
+        tower's `tower_features` of them (computed once when nothing in the tower trains).
+        Training goes through forward so that DistributedDataParallel sees it.
         """
         if class_embeds is None:
             if prompts is None:
                 raise ValueError("forward needs class prompts or class_embeds")
             class_embeds = self.encode_classes(prompts)
-        image = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        if tower_features is not None:
+            image = F.normalize(self.adapt_image(tower_features), dim=-1)
+        else:
+            image = F.normalize(self.get_image_features(pixel_values), dim=-1)
         return self.logit_scale.exp() * image @ class_embeds.to(image.dtype).T
 
 
@@ -274,6 +285,14 @@ class Method:
         if tuned.image_adapter is not None or tuned.text_adapter is not None:
             raise NotMergeableError(f"method {self.name} adds modules outside CLIPModel")
         return tuned.clip
+
+    def trains_image_tower(self, tuned: TunedClip) -> bool:
+        """Whether anything inside the image tower trains (else its features are computed once
+        per image and training runs on them)."""
+        return any(
+            p.requires_grad and n.startswith(IMAGE_TOWER_PREFIXES)
+            for n, p in tuned.named_parameters()
+        )
 
     def trains_text_tower(self, tuned: TunedClip) -> bool:
         """Whether anything that shapes text features trains (else they are computed once)."""

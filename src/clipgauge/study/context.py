@@ -10,6 +10,7 @@ from clipgauge.data.open import open_dataset
 from clipgauge.data.splits import split_train_test
 from clipgauge.errors import ClipgaugeError
 from clipgauge.models.loading import load_clip
+from clipgauge.pixels import PixelCache
 from clipgauge.study.spec import StudySpec
 
 CACHE_DIR = "cache"
@@ -45,6 +46,9 @@ class StudyContext:
             self.bundle = load_clip(spec.model_source)
         except ClipgaugeError as err:
             raise spec.error("model", str(err)) from None
+        # Every run of this process reads each task's images through it: rendered or decoded,
+        # and preprocessed, once.
+        self.pixels = PixelCache(self.bundle.image_processor)
         self._datasets: dict[str, ImageDataset] = {}
         self._tests: dict[str, ImageDataset] = {}
         self._domains: dict[str, list[str]] = {}

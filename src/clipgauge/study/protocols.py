@@ -44,6 +44,7 @@ def embeddings(context: StudyContext, bundle, task: str, cached: bool) -> TaskEm
         context.spec.tasks[task].templates,
         cache=context.cache if cached else None,
         progress=False,
+        pixel_cache=context.pixels,
     )
 
 
@@ -152,6 +153,7 @@ def train(context: StudyContext, run: PlannedRun) -> Path:
         test_fraction=context.spec.test_fraction,
         split_seed=context.spec.split_seed,
         progress=False,
+        pixel_cache=context.pixels,
     )
     # An attempt that got as far as its result but lost its weights cannot be resumed.
     lost = (run_dir / RESULT_FILE).is_file() and not (run_dir / TRAINED_FILE).is_file()

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.data.dataset import ImageDataset
-from clipgauge.encoding import ClassPrompts, tokenize_class_prompts
+from clipgauge.encoding import ClassPrompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError
 from clipgauge.interruption import pause_point
 from clipgauge.methods.base import Method, TunedClip
+from clipgauge.pixels import PixelCache, item_pixels, usable_cache
 from clipgauge.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from clipgauge.training.config import TrainConfig, TrainConfigError
 
@@ -43,17 +44,30 @@ class TrainingDivergedError(ClipgaugeError):
 class LabelledPixels(torch.utils.data.Dataset):
     """(preprocessed pixels, class index) per item, with the model's own image processor."""
 
-    def __init__(self, dataset: ImageDataset, image_processor):
+    def __init__(self, dataset: ImageDataset, image_processor, cache: PixelCache | None = None):
         self.dataset = dataset
         self.image_processor = image_processor
+        self.cache = usable_cache(cache, image_processor)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.dataset.load_image(index)
-        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        pixels = item_pixels(self.dataset, index, self.image_processor, self.cache)
         return pixels, self.dataset.items[index].label
+
+
+@torch.no_grad()
+def tower_features(
+    tuned: TunedClip, pixels: LabelledPixels, device, batch_size: int = 256
+) -> torch.utils.data.TensorDataset:
+    """(image tower features, class index) of every item: what a frozen tower always gives."""
+    loader = torch.utils.data.DataLoader(pixels, batch_size=batch_size)
+    out, labels = [], []
+    for batch, label in loader:
+        out.append(features(tuned.clip.get_image_features(pixel_values=batch.to(device))).cpu())
+        labels.append(label)
+    return torch.utils.data.TensorDataset(torch.cat(out), torch.cat(labels))
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -117,22 +131,23 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _loader(dataset: ImageDataset, image_processor, config: TrainConfig, sampler=None):
+def _loader(inputs: torch.utils.data.Dataset, config: TrainConfig, sampler=None):
+    in_memory = isinstance(inputs, torch.utils.data.TensorDataset)
     return torch.utils.data.DataLoader(
-        LabelledPixels(dataset, image_processor),
+        inputs,
         batch_size=config.batch_size,
         sampler=sampler,
-        num_workers=config.num_workers,
+        num_workers=0 if in_memory else config.num_workers,
     )
 
 
 @torch.no_grad()
-def _validate(accelerator, model, loader, class_embeds) -> tuple[float, float]:
+def _validate(accelerator, model, loader, class_embeds, input_key) -> tuple[float, float]:
     """(accuracy, mean loss) over a validation loader, gathered over processes."""
     model.eval()
     correct, loss_sum, count = 0, 0.0, 0
-    for pixels, labels in loader:
-        logits = model(pixels, class_embeds=class_embeds).float()
+    for inputs, labels in loader:
+        logits = model(**{input_key: inputs}, class_embeds=class_embeds).float()
         logits, labels = accelerator.gather_for_metrics((logits, labels))
         correct += int((logits.argmax(dim=-1) == labels).sum())
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -213,6 +228,7 @@ class _Loop:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     prompts: ClassPrompts
+    input_key: str  # what the loaders yield: "pixel_values", or frozen "tower_features"
     steps_per_epoch: int
     total_steps: int
     epochs: int
@@ -242,15 +258,23 @@ class _Progress:
 def _prepare_loop(
     accelerator: Accelerator,
     tuned: TunedClip,
-    train_set: ImageDataset,
-    val_set: ImageDataset | None,
+    data: tuple[ImageDataset, ImageDataset | None],
     prompts: ClassPrompts,
     image_processor,
     config: TrainConfig,
+    frozen_tower: bool,
+    pixel_cache: PixelCache | None,
 ) -> _Loop:
+    def inputs(dataset: ImageDataset) -> torch.utils.data.Dataset:
+        pixels = LabelledPixels(dataset, image_processor, pixel_cache)
+        if frozen_tower:  # one pass through the tower instead of one per epoch
+            return tower_features(tuned.to(accelerator.device), pixels, accelerator.device)
+        return pixels
+
+    train_set, val_set = data
     sampler = EpochShuffle(len(train_set), config.seed)
-    train_loader = _loader(train_set, image_processor, config, sampler)
-    val_loader = _loader(val_set, image_processor, config) if val_set is not None else None
+    train_loader = _loader(inputs(train_set), config, sampler)
+    val_loader = _loader(inputs(val_set), config) if val_set is not None else None
     params = [p for p in tuned.parameters() if p.requires_grad]
     raw_optimizer = make_optimizer(params, config) if params else None
     if params:
@@ -280,6 +304,7 @@ def _prepare_loop(
         train_loader=train_loader,
         val_loader=val_loader,
         prompts=prompts.to(accelerator.device),
+        input_key="tower_features" if frozen_tower else "pixel_values",
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         epochs=epochs,
@@ -316,14 +341,14 @@ def _train_epoch(loop: _Loop, epoch: int, progress: _Progress, class_embeds, bar
     model.train()
     loop.train_loader.set_epoch(epoch)
     loss_sum, batches = torch.zeros((), device=accelerator.device), 0
-    for batch, (pixels, labels) in enumerate(loop.train_loader):
+    for batch, (inputs, labels) in enumerate(loop.train_loader):
         if progress.step >= loop.total_steps:
             break
         with accelerator.accumulate(model):
             if class_embeds is None:  # the text side trains: class prompts with gradients
-                logits = model(pixels, prompts=loop.prompts)
+                logits = model(**{loop.input_key: inputs}, prompts=loop.prompts)
             else:
-                logits = model(pixels, class_embeds=class_embeds)
+                logits = model(**{loop.input_key: inputs}, class_embeds=class_embeds)
             loss = F.cross_entropy(logits.float(), labels)
             # Every process checks every process's loss, so all stop together.
             if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():
@@ -358,6 +383,10 @@ def _save_epoch(loop: _Loop, method: Method, run_dir: Path, epoch: int, progress
         scalars=progress.scalars(),
     )
     pause_point("epoch-end")
+
+
+def trains_anything(tuned: TunedClip) -> bool:
+    return any(p.requires_grad for p in tuned.parameters())
 
 
 def _fresh_start(loop: _Loop, method: Method, run_dir: Path, validate) -> _Progress:
@@ -400,18 +429,33 @@ def train(
     cpu: bool = False,
     progress: bool = True,
     tracker_config: dict | None = None,
+    pixel_cache: PixelCache | None = None,
 ) -> TrainOutcome:
     """Train `tuned` (already prepared by `method`, seeded) and keep the best epoch's tensors.
 
     Writes `metrics.jsonl` and an epoch checkpoint into `run_dir`. With `resume`, continues
     from that checkpoint. Best epoch = highest validation accuracy (the first on ties); without
     a validation set, the last epoch. `cpu` keeps training on the CPU even when a GPU exists.
+    `pixel_cache` keeps preprocessed images in memory across epochs and calls. When nothing in
+    the image tower trains (CLIP-Adapter, head-only methods), training runs on the tower's
+    features, computed once.
     """
     run_dir = Path(run_dir)
     accelerator = _start_accelerator(config, run_dir, cpu, tracker_config)
     context_length = int(tuned.config.text_config.max_position_embeddings)
     prompts = tokenize_class_prompts(tokenizer, train_set.class_names, templates, context_length)
-    loop = _prepare_loop(accelerator, tuned, train_set, val_set, prompts, image_processor, config)
+    # Nothing in the image tower trains: train on its features, computed once.
+    frozen_tower = trains_anything(tuned) and not method.trains_image_tower(tuned)
+    loop = _prepare_loop(
+        accelerator,
+        tuned,
+        (train_set, val_set),
+        prompts,
+        image_processor,
+        config,
+        frozen_tower,
+        pixel_cache,
+    )
     trains_text = method.trains_text_tower(loop.unwrapped)
     fixed_class_embeds = None
 
@@ -420,7 +464,7 @@ def train(
         if embeds is None:
             with torch.no_grad(), accelerator.autocast():
                 embeds = loop.unwrapped.encode_classes(loop.prompts)
-        return _validate(accelerator, loop.model, loop.val_loader, embeds)
+        return _validate(accelerator, loop.model, loop.val_loader, embeds, loop.input_key)
 
     state = (
         _resume(loop, method, run_dir) if resume else _fresh_start(loop, method, run_dir, validate)

@@ -22,6 +22,7 @@ from clipgauge.data.splits import holdout, split_train_test
 from clipgauge.embeddings import preprocessing_config
 from clipgauge.methods import MethodTask, count_parameters, get_method
 from clipgauge.models.loading import ClipBundle, load_clip
+from clipgauge.pixels import PixelCache
 from clipgauge.prompts import templates_for
 from clipgauge.training.config import AUTO_PRESET, TrainConfig, resolve_train_config
 from clipgauge.training.engine import CHECKPOINT_DIR, train
@@ -114,6 +115,7 @@ def finetune(
     dtype: str = "fp32",
     keep_checkpoint: bool = False,
     progress: bool = True,
+    pixel_cache: PixelCache | None = None,
 ) -> RunResult:
     """Fine-tune a CLIP model with a registered method and write a run folder.
 
@@ -169,6 +171,7 @@ def finetune(
         cpu=device == "cpu",
         progress=progress,
         tracker_config={"method": method_impl.name, **config.to_dict()},
+        pixel_cache=pixel_cache,
     )
     result = _write_result(out, method_impl.name, tuned, outcome, keep_checkpoint)
     return RunResult(run_dir=out, metrics=outcome.metrics, config=run_config, **result)
