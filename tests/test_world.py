@@ -380,9 +380,8 @@ def test_templates_for_gives_world_data_its_tasks_prompts():
     data = world_dataset("positions", per_class=1)
     assert templates_for(None, data) == list(load_tasks()["positions"].templates)
     assert templates_for(["a {}."], data) == ["a {}."]  # asked for: used as given
-    mine = replace(data, source={**data.source, "task": "not-packaged"})
-    assert templates_for(None, mine) == [DEFAULT_TEMPLATE]
-    folders = replace(data, source={"kind": "domainbed"})
+    assert data.subset([0]).templates == data.templates  # subsets keep them
+    folders = replace(data, source={"kind": "domainbed"}, templates=None)
     assert templates_for(None, folders) == [DEFAULT_TEMPLATE]
 
 
