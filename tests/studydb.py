@@ -4,6 +4,14 @@
 study whose truth is returned: silhouette_modality decides zero-shot accuracy across tasks,
 aclip has the best balance score, lora the smallest forgetting, bitfit forgets more on harder
 tasks, and one run fails.
+
+Per-image predictions: each (task, domain) test cell has `n_images` images, each with a fixed
+latent u in (0, 1) (evenly spaced, shuffled); a model with planted accuracy p classifies the
+images with u < p correctly. So a run that gains is right on a superset of its baseline's
+images (paired, as real fine-tuning runs mostly are), the stored accuracies are the flags'
+means (as the runner stores them), and the realized accuracy is p to within 1 / n_images. With
+`churn` > 0 every fine-tuned run redraws that share of its images' latents, which adds
+image-level noise of mean zero; the zero-shot model is the same for every seed and never churns.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT, train_domains TEXT, metho
 CREATE TABLE metrics (run_id TEXT, protocol TEXT, eval_task TEXT, domain TEXT, name TEXT,
   value REAL, PRIMARY KEY (run_id, protocol, eval_task, domain, name));
 """
+PREDICTIONS_SCHEMA = """
+CREATE TABLE predictions (run_id TEXT, protocol TEXT, eval_task TEXT, domain TEXT, n INTEGER,
+  correct BLOB, PRIMARY KEY (run_id, protocol, eval_task, domain));
+"""
 
 METHODS = ("zeroshot", "full", "bitfit", "lora", "clip-adapter", "aclip")
 # Planted per-method effects (fractions of accuracy): ID gain at ss = 0.5 and its slope in ss,
@@ -43,11 +55,20 @@ FORGETTING_SUITE = {"cf_digits": 0.60, "cf_textures": 0.50}
 class StudyWriter:
     """One study database file; rows go in as given (no validation: tests plant oddities)."""
 
-    def __init__(self, path: str | Path, spec: dict | None = None, shard: str = "0/1"):
+    def __init__(
+        self,
+        path: str | Path,
+        spec: dict | None = None,
+        shard: str = "0/1",
+        *,
+        predictions: bool = True,
+        info: dict | None = None,
+    ):
+        """`predictions=False` writes a database from before the predictions table existed."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(self.path)
-        self.con.executescript(SCHEMA)
+        self.con.executescript(SCHEMA + (PREDICTIONS_SCHEMA if predictions else ""))
         spec = spec or {"name": "synthetic", "model": "tiny"}
         info = {
             "spec": json.dumps(spec),
@@ -55,6 +76,7 @@ class StudyWriter:
             "shard": shard,
             "clipgauge_version": "0.1.0",
             "created": "2024-01-01T00:00:00",
+            **(info or {}),
         }
         self.con.executemany("INSERT INTO study VALUES (?, ?)", info.items())
 
@@ -105,6 +127,16 @@ class StudyWriter:
         for name, value in row.items():
             self.add_metric(run_id, protocol, eval_task, domain, name, value)
 
+    def add_predictions(
+        self, run_id: str, protocol: str, eval_task: str, domain: str, correct
+    ) -> None:
+        """Per-image correct flags, stored as the study runner stores them (numpy.packbits)."""
+        correct = np.asarray(correct, dtype=bool)
+        self.con.execute(
+            "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, protocol, eval_task, domain, len(correct), np.packbits(correct).tobytes()),
+        )
+
     def close(self) -> None:
         self.con.commit()
         self.con.close()
@@ -124,6 +156,38 @@ def _task_measures(ss: float, acc: float, rng: np.random.Generator) -> dict:
     return row
 
 
+class _Images:
+    """The planted test cells: a fixed shuffled latent per image (see the module docstring)."""
+
+    def __init__(self, n_images: int | None, churn: float):
+        self.n, self.churn = n_images, churn
+        self.rng = np.random.default_rng(2)  # apart from the study's rng: its draws stay the same
+        self.latents: dict[tuple[str, str], np.ndarray] = {}
+
+    def flags(self, cell: tuple[str, str], p: float, churned: bool):
+        """(flags, accuracy) of a model with planted accuracy p; (None, p) without images."""
+        if self.n is None:
+            return None, p
+        if cell not in self.latents:
+            self.latents[cell] = (self.rng.permutation(self.n) + 0.5) / self.n
+        u = self.latents[cell]
+        if churned and self.churn > 0:
+            u = u.copy()
+            k = int(round(self.churn * self.n))
+            u[self.rng.choice(self.n, size=k, replace=False)] = self.rng.random(k)
+        flags = u < p
+        return flags, float(flags.mean())
+
+
+def _write_result(w: StudyWriter, run_id: str, protocol: str, task: str, domain: str, result):
+    """Accuracy rows for a domain and for 'overall' (the single domain pooled), plus flags."""
+    flags, acc = result
+    w.add_accuracy(run_id, protocol, task, domain, acc)
+    w.add_accuracy(run_id, protocol, task, "overall", acc)
+    if flags is not None:
+        w.add_predictions(run_id, protocol, task, domain, flags)
+
+
 def planted_study(
     folder: str | Path,
     *,
@@ -135,21 +199,38 @@ def planted_study(
     fail: Sequence[tuple[str, str, int]] = (("full", "t3", 1),),
     model: str = "tiny",
     seed_noise: float = 0.002,
+    n_images: int | None = 200,
+    churn: float = 0.0,
+    effects: dict | None = None,
+    forgetting: dict | None = None,
+    wall_seconds: float | None = None,
 ) -> dict:
     """Write a study to `folder` (one database, or `n_shards` shard files); return the truth.
 
-    The truth dict holds per task `ss` and `acc`, the run ids by status, and EFFECTS. Each run
-    in `fail` (method, task, seed) is recorded failed with a partial metric row that must be
+    The truth dict holds per task `ss` and `acc`, the run ids by status, and the effects used
+    (EFFECTS, updated by `effects`: method -> planted effects). Each run in `fail` (method,
+    task, seed) is recorded failed with a partial metric row and prediction row that must be
     ignored. `duplicate_runs` copies that many finished runs into a second shard file.
+    `n_images` test images per (task, domain) cell get per-image predictions (None: no
+    predictions table, accuracies exactly as planted); `churn` adds image-level noise to the
+    fine-tuned runs. `forgetting` replaces the forgetting suite (task -> zero-shot accuracy).
+    `wall_seconds` is stored as the study info key of that name.
     """
     folder = Path(folder)
     rng = np.random.default_rng(1)
+    images = _Images(n_images, churn)
+    all_effects = {**EFFECTS, **(effects or {})}
+    suite = FORGETTING_SUITE if forgetting is None else forgetting
     spec = {"name": "synthetic", "model": model, "seeds": list(seeds), "methods": list(methods)}
+    info = {} if wall_seconds is None else {"wall_seconds": str(wall_seconds)}
+    options = dict(predictions=n_images is not None, info=info)
     if n_shards == 1:
-        writers = [StudyWriter(folder / "study.sqlite", spec)]
+        writers = [StudyWriter(folder / "study.sqlite", spec, **options)]
     else:
         writers = [
-            StudyWriter(folder / f"study-shard-{i}-of-{n_shards}.sqlite", spec, f"{i}/{n_shards}")
+            StudyWriter(
+                folder / f"study-shard-{i}-of-{n_shards}.sqlite", spec, f"{i}/{n_shards}", **options
+            )
             for i in range(n_shards)
         ]
     tasks = {}
@@ -165,14 +246,21 @@ def planted_study(
         for d in domains:
             rows[d] = _task_measures(domain_ss[d], domain_acc[d], rng)
 
-    truth = {"tasks": tasks, "effects": EFFECTS, "finished": [], "failed": [], "seeds": seeds}
+    truth = {
+        "tasks": tasks,
+        "effects": all_effects,
+        "finished": [],
+        "failed": [],
+        "seeds": seeds,
+        "n_images": n_images,
+    }
     fail = set(fail)
     k = 0
     for name, task in tasks.items():
         train = ["a"]
         for seed in seeds:
             for method in methods:
-                effect = EFFECTS[method]
+                effect = all_effects[method]
                 run_id = f"{name}-{method}-s{seed}"
                 writer = writers[k % len(writers)]
                 k += 1
@@ -187,13 +275,28 @@ def planted_study(
                         error="training loss became NaN at step 12",
                     )
                     writer.add_accuracy(run_id, "id", name, "overall", 0.99)
+                    if n_images is not None:
+                        writer.add_predictions(run_id, "id", name, "a", np.ones(n_images, bool))
                     truth["failed"].append(run_id)
                     continue
-                noise = 0.0 if method == "zeroshot" else float(rng.normal(0, seed_noise))
+                tuned = method != "zeroshot"
+                noise = float(rng.normal(0, seed_noise)) if tuned else 0.0
                 x = task["ss"] - 0.5
                 id_gain = effect["id"] + effect["id_slope"] * x + noise
                 dg_gain = effect["dg"] + noise
                 cf_drop = max(0.0, effect["cf"] + effect["cf_slope"] * x + noise)
+                results = {("id", name, "a"): (task["domain_acc"]["a"] + id_gain)}
+                if len(task["domains"]) > 1:
+                    results["dg", name, "b"] = task["domain_acc"]["b"] + dg_gain
+                for i, (cf_task, before) in enumerate(suite.items()):
+                    # Uneven per task, mean over the suite = cf_drop.
+                    drop = cf_drop * (1.5 if i == 0 else 0.5)
+                    results["cf_before", cf_task, "test"] = before
+                    results["cf_after", cf_task, "test"] = before - drop
+                results = {
+                    key: images.flags(key[1:], p, tuned and key[0] != "cf_before")
+                    for key, p in results.items()
+                }
                 copies = [writer]
                 if duplicate_runs > 0 and len(writers) > 1:
                     copies.append(writers[k % len(writers)])
@@ -212,18 +315,8 @@ def planted_study(
                     )
                     for domain, row in task["rows"].items():
                         w.add_measures(run_id, "measure_before", name, domain, row)
-                    base_id = task["domain_acc"]["a"]
-                    w.add_accuracy(run_id, "id", name, "a", base_id + id_gain)
-                    w.add_accuracy(run_id, "id", name, "overall", base_id + id_gain)
-                    if len(task["domains"]) > 1:
-                        base_dg = task["domain_acc"]["b"]
-                        w.add_accuracy(run_id, "dg", name, "b", base_dg + dg_gain)
-                        w.add_accuracy(run_id, "dg", name, "overall", base_dg + dg_gain)
-                    for i, (cf_task, before) in enumerate(FORGETTING_SUITE.items()):
-                        # Uneven per task, mean over the suite = cf_drop.
-                        drop = cf_drop * (1.5 if i == 0 else 0.5)
-                        w.add_accuracy(run_id, "cf_before", cf_task, "overall", before)
-                        w.add_accuracy(run_id, "cf_after", cf_task, "overall", before - drop)
+                    for (protocol, eval_task, domain), result in results.items():
+                        _write_result(w, run_id, protocol, eval_task, domain, result)
                 truth["finished"].append(run_id)
     for w in writers:
         w.close()

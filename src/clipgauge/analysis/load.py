@@ -1,4 +1,5 @@
-"""Read every study database in a folder into two tables: runs and metrics."""
+"""Read every study database in a folder into two tables, runs and metrics; per-image
+predictions on demand (`load_predictions`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ import pandas as pd
 from clipgauge.errors import ClipgaugeError
 from clipgauge.measures import ACCURACY, OVERALL
 
-__all__ = ["ACCURACY", "OVERALL", "Study", "as_study", "load_study"]
+__all__ = [
+    "ACCURACY",
+    "OVERALL",
+    "Study",
+    "as_study",
+    "load_predictions",
+    "load_study",
+    "unpack_correct",
+]
 # Status order when one run_id appears in several databases: the most complete copy wins.
 _STATUS_RANK = {"finished": 0, "failed": 1, "running": 2}
 
@@ -40,7 +49,8 @@ class Study:
 
     `runs.train_domains` is a tuple of domain names, `runs.config` a dict; `metrics.value`
     is float with NaN where the database holds NULL. `info` is the `study` key/value table of
-    the first database (with `spec` parsed), `databases` the files read.
+    the first database (with `spec` parsed), `databases` the files read, `run_database` the
+    index in `databases` of the copy of each run that was kept.
     """
 
     out_dir: Path
@@ -48,6 +58,7 @@ class Study:
     metrics: pd.DataFrame
     info: dict = field(default_factory=dict)
     databases: list[Path] = field(default_factory=list)
+    run_database: dict[str, int] = field(default_factory=dict)
 
     @property
     def spec(self) -> dict:
@@ -209,10 +220,60 @@ def load_study(out_dir: str | Path) -> Study:
     metrics = metrics.merge(finished, on=["run_id", "database"], how="inner")
     metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce").astype(float)
     metrics = metrics.drop(columns="database").reset_index(drop=True)
+    run_database = dict(zip(runs["run_id"], runs["database"].astype(int), strict=True))
     runs = runs.drop(columns="database")
 
     info["spec"] = _parse_json(info.get("spec"), {})
-    return Study(out_dir=out_dir, runs=runs, metrics=metrics, info=info, databases=databases)
+    return Study(
+        out_dir=out_dir,
+        runs=runs,
+        metrics=metrics,
+        info=info,
+        databases=databases,
+        run_database=run_database,
+    )
+
+
+def unpack_correct(blob: bytes, n: int) -> np.ndarray:
+    """Per-image correct flags (bool, n) from the `predictions` table's packed form
+    (numpy.packbits, big-endian bit order, as the study store writes it)."""
+    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n).astype(bool)
+
+
+PREDICTION_COLUMNS = ["run_id", "protocol", "eval_task", "domain", "n", "correct"]
+
+
+def load_predictions(study: Study) -> pd.DataFrame | None:
+    """The `predictions` rows of the study's finished runs, each from the database whose copy
+    of the run was kept; `correct` stays packed (see `unpack_correct`).
+
+    None when no database of the study has a predictions table (written before it existed).
+    """
+    finished = set(study.finished["run_id"])
+    frames, any_table = [], False
+    for i, path in enumerate(study.databases):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            has_table = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
+            ).fetchone()
+            if not has_table:
+                continue
+            any_table = True
+            rows = con.execute(
+                f"SELECT {', '.join(PREDICTION_COLUMNS)} FROM predictions"
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise ClipgaugeError(f"cannot read predictions from {path}: {err}") from err
+        finally:
+            con.close()
+        kept = [r for r in rows if r[0] in finished and study.run_database.get(r[0]) == i]
+        frames.append(pd.DataFrame(kept, columns=PREDICTION_COLUMNS))
+    if not any_table:
+        return None
+    table = pd.concat(frames, ignore_index=True)
+    table["n"] = table["n"].astype(int)
+    return table
 
 
 def as_study(study_or_dir: Study | str | Path) -> Study:
