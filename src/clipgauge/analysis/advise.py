@@ -23,6 +23,7 @@ from scipy import stats
 
 from clipgauge.analysis.correlations import (
     MIN_PAIRS,
+    N_BOOTSTRAP,
     correlation_table,
     task_measure_table,
     which_measure_predicts_best,
@@ -168,14 +169,17 @@ class Advice:
         return path
 
 
-def predict_outcomes(study: Study | str | Path, measure_values: dict) -> tuple[pd.DataFrame, dict]:
+def predict_outcomes(
+    study: Study | str | Path, measure_values: dict, *, n_boot: int = N_BOOTSTRAP
+) -> tuple[pd.DataFrame, dict]:
     """Predict every method's outcomes for a task with the given zero-shot `measure_values`.
 
     Returns (predictions, context) where context names the predictor measure, its verdict
-    sentence and the study tasks' values of it.
+    sentence and the study tasks' values of it. `n_boot` sizes the bootstrap of the
+    correlations that choose the measure (only their intervals, in the verdict, depend on it).
     """
     study = as_study(study)
-    verdict = which_measure_predicts_best(correlation_table(study, methods=False))
+    verdict = which_measure_predicts_best(correlation_table(study, methods=False, n_boot=n_boot))
     tasks = task_measure_table(study)
     per_task = per_task_outcomes(run_outcomes(study))
     measure = verdict.measure
