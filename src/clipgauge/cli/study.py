@@ -75,6 +75,9 @@ def cmd_study(args) -> int:
         workers=args.workers,
         progress=not args.no_progress,
         prune=args.prune,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        storage=args.storage,
     )
     pruned = f", {result.pruned} stale run(s) deleted" if result.pruned else ""
     print(
@@ -120,7 +123,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="study folder (default: studies/<spec name>)")
     p.add_argument(
-        "--workers", type=int, default=1, help="runs at once, in worker processes (default 1)"
+        "--executor",
+        choices=["local", "processes", "ray"],
+        default=None,
+        help="where runs execute: local (this process), processes (--workers worker "
+        "processes, one GPU each where there are GPUs) or ray (a Ray cluster; needs "
+        "clipgauge[ray]); default: processes when --workers > 1, else local",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs at once, in worker processes on this machine (default 1)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: the cluster to join, e.g. auto (the one `ray start` "
+        "started on this machine) or HEAD_IP:6379; default: RAY_ADDRESS, else a running "
+        "local cluster, else a new one on this machine",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="with --executor ray: the folder for run folders and the embedding cache, which "
+        "every node must be able to write (default: the --out folder)",
     )
     p.add_argument(
         "--shard",

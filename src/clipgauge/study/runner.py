@@ -1,9 +1,9 @@
 """Run a study: every planned run once, resumably, into SQLite.
 
 `run_study` plans the runs (`clipgauge.study.plan`), skips those already finished, hands the
-rest to an executor (`clipgauge.study.executors`: this process, or worker processes), and
-records each outcome as it arrives; it is the database's only writer. What each run
-evaluates is in `clipgauge.study.protocols`.
+rest to an executor (`clipgauge.study.executors`: this process or worker processes;
+`clipgauge.study.ray_executor`: a Ray cluster), and records each outcome as it arrives; it is
+the database's only writer. What each run evaluates is in `clipgauge.study.protocols`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from tqdm.auto import tqdm
 from clipgauge import __version__
 from clipgauge.errors import ClipgaugeError
 from clipgauge.study.context import StudyContext
-from clipgauge.study.executors import LocalExecutor, ProcessExecutor, RunOutcome
+from clipgauge.study.executors import (
+    LocalExecutor,
+    ProcessExecutor,
+    RunOutcome,
+    check_executor_options,
+    choose_executor,
+)
 from clipgauge.study.plan import PlannedRun, in_shard, parse_shard, plan_runs
 from clipgauge.study.protocols import RUNS_DIR
 from clipgauge.study.spec import StudySpec, load_spec
@@ -77,19 +84,29 @@ def run_study(
     workers: int = 1,
     progress: bool = True,
     prune: bool = False,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    storage: str | os.PathLike | None = None,
 ) -> StudyResult:
     """Run (or continue) a study into `out_dir` (default `studies/<spec name>`).
 
     Finished runs are skipped; unfinished ('running') and failed runs are redone. A run that
     fails is recorded with its error and the study goes on. Runs stored in the database that
     the spec no longer plans (the spec changed) stop the study unless `prune` deletes them.
-    `workers` > 1 runs that many runs at once in worker processes, each with its share of the
-    CPU threads. Ctrl-C leaves the current run unfinished, closes the database and re-raises.
+    `executor` says where runs execute: "local" (this process), "processes" (`workers` worker
+    processes, each with its share of the CPU threads and its own GPU where there are GPUs)
+    or "ray" (Ray tasks with the spec's `resources`, on the cluster at `ray_address`, run
+    folders in `storage`, default `out_dir`, which every node must be able to write). None
+    picks worker processes when `workers` > 1, else this process. Ctrl-C leaves the current
+    runs unfinished, closes the database and re-raises.
     """
+    check_executor_options(executor, workers, ray_address, storage)
+    if executor == "ray":
+        from clipgauge.study.ray_executor import import_ray
+
+        import_ray()  # a missing Ray is a clear error before anything loads
     spec = spec_or_path if isinstance(spec_or_path, StudySpec) else load_spec(spec_or_path)
     shard = parse_shard(shard)
-    if workers < 1:
-        raise ClipgaugeError(f"--workers {workers} must be at least 1")
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     began = time.perf_counter()
     with StudyLock(out, shard):
@@ -115,15 +132,23 @@ def run_study(
                 r for r in plan if r.run_id not in stored or stored[r.run_id].status != "finished"
             ]
             result.skipped = len(plan) - len(todo)
-            if workers == 1 or len(todo) <= 1:
-                executor = LocalExecutor(context)
-            else:
-                executor = ProcessExecutor(spec, out, workers)
-            _run_all(executor, store, spec, todo, result, progress)
+            kind = choose_executor(executor, workers, len(todo))
+            engine = _make_executor(kind, context, workers, ray_address, storage)
+            _run_all(engine, store, spec, todo, result, progress)
         finally:
             store.close()
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _make_executor(kind: str, context: StudyContext, workers, ray_address, storage):
+    if kind == "local":
+        return LocalExecutor(context)
+    if kind == "processes":
+        return ProcessExecutor(context.spec, context.out_dir, workers)
+    from clipgauge.study.ray_executor import RayExecutor
+
+    return RayExecutor(context.spec, storage or context.out_dir, address=ray_address)
 
 
 def _drop_stale(store: StudyStore, stored: dict, plan: list[PlannedRun], db_path, prune) -> int:
@@ -173,9 +198,11 @@ def _run_all(executor, store, spec: StudySpec, todo, result, progress: bool) -> 
         bar.set_postfix_str(", ".join(r.label for r in running.values()))
 
     try:
-        for run, outcome in executor.run(todo, on_start):
-            running.pop(run.run_id, None)
-            _record(store, spec, result.out_dir, run, outcome, result, bar)
+        # closing: an executor's clean-up (cancelling its work) runs whatever stops the loop
+        with closing(executor.run(todo, on_start)) as outcomes:
+            for run, outcome in outcomes:
+                running.pop(run.run_id, None)
+                _record(store, spec, result.out_dir, run, outcome, result, bar)
     except KeyboardInterrupt:
         labels = ", ".join(r.label for r in running.values())
         what = f" during {labels}" if labels else ""
