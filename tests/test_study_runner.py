@@ -72,7 +72,7 @@ def write_spec(folder: Path, model: Path, seeds="[0]", extra: str = "") -> Path:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, world_model):
-    """One complete tiny study (6 runs); tests that change it work on a copy."""
+    """One complete tiny study (7 runs: 6 and one that measures the evaluation-only task); tests that change it work on a copy."""
     base = tmp_path_factory.mktemp("study")
     spec = write_spec(base, world_model)
     threads = torch.get_num_threads()
@@ -102,14 +102,18 @@ def runs_table(db: Path) -> dict[str, tuple]:
 def test_a_tiny_study_stores_every_run_and_protocol(finished):
     _, out, result = finished
     db = out / "study.sqlite"
-    assert result.ok and (result.planned, result.finished, result.skipped) == (6, 6, 0)
+    assert result.ok and (result.planned, result.finished, result.skipped) == (7, 7, 0)
     rows = query(
         db, "SELECT run_id, task, train_domains, method, seed, status, attempts, config FROM runs"
     )
+    # counts trains nothing: one zero-shot run measures it
     assert sorted((r[1], r[2], r[3]) for r in rows) == sorted(
-        (task, domains, method)
-        for task, domains in [("sizes", '["photo"]'), ("textures", '["cartoon", "photo"]')]
-        for method in ["zeroshot", "bitfit", "clip-adapter"]
+        [("counts", "[]", "zeroshot")]
+        + [
+            (task, domains, method)
+            for task, domains in [("sizes", '["photo"]'), ("textures", '["cartoon", "photo"]')]
+            for method in ["zeroshot", "bitfit", "clip-adapter"]
+        ]
     )
     for run_id, task, *_, status, attempts, config in rows:
         assert status == "finished" and attempts == 1
@@ -126,13 +130,14 @@ def test_a_tiny_study_stores_every_run_and_protocol(finished):
         "textures": {"measure_before": textures + 1, "measure_after": textures + 1,
                      "id": 2 + 1, "dg": 2 + 1, "cf_before": sizes + 1 + counts + 1,
                      "cf_after": sizes + 1 + counts + 1},
+        "counts": {"measure_before": counts + 1},
     }  # fmt: skip
     counted = query(
         db,
         "SELECT r.task, r.method, m.protocol, count(*) FROM metrics m JOIN runs r "
         "USING (run_id) GROUP BY r.run_id, m.protocol",
     )
-    assert len(counted) == 6 * 6
+    assert len(counted) == 6 * 6 + 1
     for task, _, protocol, count in counted:
         assert count == expected[task][protocol] * FIELDS, (task, protocol)
     domains = {
@@ -180,7 +185,7 @@ def test_rerun_skips_finished_runs_and_adds_no_rows(finished, tmp_path):
     runs_before = runs_table(db)
     metrics_before = query(db, "SELECT count(*) FROM metrics")
     result = run_study(spec, out, progress=False)
-    assert (result.finished, result.skipped, result.failed) == (0, 6, [])
+    assert (result.finished, result.skipped, result.failed) == (0, 7, [])
     assert runs_table(db) == runs_before  # timestamps and attempts unchanged
     assert query(db, "SELECT count(*) FROM metrics") == metrics_before
 
@@ -195,7 +200,7 @@ def test_an_interrupted_run_is_redone(finished, tmp_path):
     query(db, "UPDATE runs SET status = 'running', finished = NULL WHERE run_id = ?", run_id)
     query(db, "DELETE FROM metrics WHERE run_id = ? AND protocol = 'dg'", run_id)
     result = run_study(spec, out, progress=False)
-    assert (result.finished, result.skipped) == (1, 5)
+    assert (result.finished, result.skipped) == (1, 6)
     after = runs_table(db)
     assert after[run_id][5] == "finished" and after[run_id][-1] == 2  # status, attempts
     assert {k: v for k, v in after.items() if k != run_id} == {
@@ -220,7 +225,7 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(
     monkeypatch.setattr(protocols, "finetune", flaky)
     result = run_study(spec, tmp_path / "out", progress=False)
     db = tmp_path / "out" / "study.sqlite"
-    assert (result.finished, len(result.failed)) == (4, 2)
+    assert (result.finished, len(result.failed)) == (5, 2)
     failed = query(db, "SELECT run_id, method, error FROM runs WHERE status = 'failed'")
     assert {m for _, m, _ in failed} == {"clip-adapter"}
     assert all("loss became nan" in error for *_, error in failed)
@@ -242,7 +247,7 @@ def test_shards_cover_every_run_once(finished, world_model, tmp_path):
     out = tmp_path / "out"
     first = run_study(spec, out, shard="1/2", progress=False)
     second = run_study(spec, out, shard="2/2", progress=False)
-    assert (first.planned, second.planned) == (3, 3)
+    assert (first.planned, second.planned) == (4, 3)
     dbs = sorted(p.name for p in out.glob("*.sqlite"))
     assert dbs == ["study-shard-1-of-2.sqlite", "study-shard-2-of-2.sqlite"]
     ids = [set(runs_table(out / name)) for name in dbs]
@@ -281,7 +286,7 @@ def test_a_second_process_gets_a_clear_error(finished, tmp_path):
     finally:
         holder.communicate("", timeout=30)
     # the lock goes with the process that held it
-    assert run_study(spec, out, progress=False).skipped == 6
+    assert run_study(spec, out, progress=False).skipped == 7
 
 
 def test_cli_runs_a_study_end_to_end_and_ctrl_c_leaves_the_run_unfinished(
@@ -305,10 +310,10 @@ def test_cli_runs_a_study_end_to_end_and_ctrl_c_leaves_the_run_unfinished(
     monkeypatch.setattr(protocols, "finetune", real)
     assert main(["study", str(spec), "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
-    assert "12 run(s) in" in stdout and "10 finished now, 2 already finished" in stdout
+    assert "13 run(s) in" in stdout and "11 finished now, 2 already finished" in stdout
     assert "bitfit" in stdout and "clip-adapter" in stdout and "report:" in stdout
     assert query(db, "SELECT count(*), sum(attempts) FROM runs WHERE status = 'finished'") == [
-        (12, 13)
+        (13, 14)
     ]
 
 
@@ -319,8 +324,8 @@ def test_a_changed_spec_refuses_to_mix_until_pruned(finished, world_model, tmp_p
     with pytest.raises(ClipgaugeError, match="2 run.* no longer plans .*--prune"):
         run_study(fewer, out, progress=False)
     result = run_study(fewer, out, progress=False, prune=True)
-    assert (result.pruned, result.skipped, result.finished) == (2, 4, 0)
-    assert query(out / "study.sqlite", "SELECT count(*) FROM runs") == [(4,)]
+    assert (result.pruned, result.skipped, result.finished) == (2, 5, 0)
+    assert query(out / "study.sqlite", "SELECT count(*) FROM runs") == [(5,)]
 
 
 def test_missing_data_is_a_spec_error_before_any_run(world_model, tmp_path):
@@ -353,7 +358,7 @@ def test_parse_shard_and_cap_per_domain():
 def test_workers_give_the_same_numbers(finished, tmp_path):
     spec, single, _ = finished
     result = run_study(spec, tmp_path / "out", workers=2, progress=False)
-    assert (result.finished, result.failed) == (6, [])
+    assert (result.finished, result.failed) == (7, [])
     sql = "SELECT run_id, protocol, eval_task, domain, name, value FROM metrics "
     sql += " ORDER BY 1, 2, 3, 4, 5"
     ours = query(tmp_path / "out" / "study.sqlite", sql)

@@ -16,6 +16,18 @@ from clipgauge.study.spec import StudySpec
 CACHE_DIR = "cache"
 
 
+def cap_total(dataset: ImageDataset, cap: int | None) -> ImageDataset:
+    """At most `cap` images, taken in turn from every (domain, class) (deterministic)."""
+    if cap is None or cap >= len(dataset):
+        return dataset
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, item in enumerate(dataset.items):
+        groups.setdefault((item.domain, item.label), []).append(i)
+    members = [groups[key] for key in sorted(groups)]
+    order = [g[j] for j in range(max(map(len, members))) for g in members if j < len(g)]
+    return dataset.subset(sorted(order[:cap]), forgetting_cap=cap)
+
+
 def cap_per_domain(dataset: ImageDataset, cap: int | None) -> ImageDataset:
     """At most `cap` images per domain, taken round-robin over classes (deterministic)."""
     if cap is None:
@@ -51,8 +63,10 @@ class StudyContext:
         self.pixels = PixelCache(self.bundle.image_processor)
         self._datasets: dict[str, ImageDataset] = {}
         self._tests: dict[str, ImageDataset] = {}
+        self._forgetting: dict[str, ImageDataset] = {}
         self._domains: dict[str, list[str]] = {}
-        self.base_rows_by_task: dict[str, tuple[dict, dict]] = {}  # see protocols.base_results
+        # (task, for forgetting) -> see protocols.base_results
+        self.base_rows_by_task: dict[tuple[str, bool], tuple[dict, dict]] = {}
 
     def dataset(self, task: str) -> ImageDataset:
         """Every image of a task's domains (opened once; errors point at the spec line)."""
@@ -92,6 +106,13 @@ class StudyContext:
             )
             self._tests[task] = cap_per_domain(test, self.spec.max_images_per_domain)
         return self._tests[task]
+
+    def forgetting_set(self, task: str) -> ImageDataset:
+        """The test images of `task` that measure forgetting of it (the spec may cap them)."""
+        if task not in self._forgetting:
+            cap = self.spec.forgetting_images_per_task
+            self._forgetting[task] = cap_total(self.test_set(task), cap)
+        return self._forgetting[task]
 
     def task_record(self, task: str) -> dict:
         """What identifies a task's data in every run config that uses it."""

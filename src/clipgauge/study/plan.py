@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from clipgauge.embeddings import preprocessing_config
 from clipgauge.errors import ClipgaugeError
-from clipgauge.methods import get_method
+from clipgauge.methods import baseline_method, get_method
 from clipgauge.models.loading import ClipBundle
 from clipgauge.study.spec import StudySpec
 from clipgauge.study.store import config_hash
@@ -75,6 +75,23 @@ def _train_config(spec: StudySpec, bundle: ClipBundle, method: str, seed: int):
     return {**train_config.to_dict(), "seed": seed}, preset
 
 
+def _measure_only(index: int, spec: StudySpec, common: dict, record: dict) -> PlannedRun:
+    """The run that measures an evaluation-only task: the baseline method, no train domains,
+    the first seed (the baseline does not depend on it)."""
+    baseline, seed = baseline_method(), spec.seeds[0]
+    config = {
+        **common,
+        "task": record,
+        "train_domains": [],
+        "method": {"name": baseline, "config": {}},
+        "train": None,
+        "preset": None,
+        "seed": seed,
+        "forgetting": [],
+    }
+    return PlannedRun(index, record["name"], [], baseline, seed, config, config_hash(config))
+
+
 def plan_runs(spec: StudySpec, bundle: ClipBundle, records: dict[str, dict]) -> list[PlannedRun]:
     """Every run of the spec in order; `records` describe each task (StudyContext.task_record)."""
     common = {
@@ -87,9 +104,13 @@ def plan_runs(spec: StudySpec, bundle: ClipBundle, records: dict[str, dict]) -> 
         "split": {"test_fraction": spec.test_fraction, "seed": spec.split_seed},
         "eval": {"max_images_per_domain": spec.max_images_per_domain},
     }
+    if spec.forgetting_images_per_task is not None:  # only when set: older run ids stay valid
+        common["eval"]["forgetting_images_per_task"] = spec.forgetting_images_per_task
     runs: list[PlannedRun] = []
     for task, entry in spec.tasks.items():
         forgetting = [records[t] for t in spec.forgetting if t != task]
+        if not entry.train_domains:  # evaluated only: one baseline run measures it zero-shot
+            runs.append(_measure_only(len(runs), spec, common, records[task]))
         for train_domains in entry.train_domains:
             for method, options in spec.methods.items():
                 method_config = _plain(dataclasses.asdict(get_method(method).make_config(options)))

@@ -36,11 +36,14 @@ from clipgauge.training.run_folder import CONFIG_FILE, RESULT_FILE, TRAINED_FILE
 RUNS_DIR = "runs"
 
 
-def embeddings(context: StudyContext, bundle, task: str, cached: bool) -> TaskEmbeddings:
-    """A model's embeddings of a task's test images with the task's templates."""
+def embeddings(
+    context: StudyContext, bundle, task: str, cached: bool, forgetting: bool = False
+) -> TaskEmbeddings:
+    """A model's embeddings of a task's test images (those that measure forgetting of it when
+    `forgetting`) with the task's templates."""
     return embed_dataset(
         bundle,
-        context.test_set(task),
+        context.forgetting_set(task) if forgetting else context.test_set(task),
         context.spec.tasks[task].templates,
         cache=context.cache if cached else None,
         progress=False,
@@ -77,17 +80,20 @@ def correct_by_domain(embeds: TaskEmbeddings, domains: Sequence[str]) -> dict[st
     return out
 
 
-def base_results(context: StudyContext, task: str) -> tuple[dict[str, dict], dict]:
+def base_results(
+    context: StudyContext, task: str, forgetting: bool = False
+) -> tuple[dict[str, dict], dict]:
     """The base model's measures on a task (every domain and overall) and its per-image
     correct flags per domain; computed once per process."""
-    if task not in context.base_rows_by_task:
-        embeds = embeddings(context, context.bundle, task, cached=True)
+    key = (task, forgetting)
+    if key not in context.base_rows_by_task:
+        embeds = embeddings(context, context.bundle, task, cached=True, forgetting=forgetting)
         domains = context.task_domains(task)
-        context.base_rows_by_task[task] = (
+        context.base_rows_by_task[key] = (
             measure_rows(embeds, domains),
             correct_by_domain(embeds, domains),
         )
-    return context.base_rows_by_task[task]
+    return context.base_rows_by_task[key]
 
 
 def prediction_rows(protocol: str, task: str, correct: dict) -> list[PredictionRow]:
@@ -105,11 +111,13 @@ def metric_rows(protocol: str, task: str, rows: dict[str, dict]) -> list[MetricR
 def execute(context: StudyContext, run: PlannedRun) -> tuple[list[MetricRow], list[PredictionRow]]:
     """Train (unless the method trains nothing) and evaluate one run: its metric rows and
     per-image prediction rows."""
-    others = [t for t in context.spec.forgetting if t != run.task]
     rows = metric_rows("measure_before", run.task, base_results(context, run.task)[0])
+    if not run.train_domains:  # an evaluation-only task: measured zero-shot, nothing else
+        return rows, []
+    others = [t for t in context.spec.forgetting if t != run.task]
     predictions = []
     for other in others:
-        before, before_correct = base_results(context, other)
+        before, before_correct = base_results(context, other, forgetting=True)
         rows += metric_rows("cf_before", other, before)
         predictions += prediction_rows("cf_before", other, before_correct)
     if get_method(run.method).trains_nothing:
@@ -127,7 +135,7 @@ def execute(context: StudyContext, run: PlannedRun) -> tuple[list[MetricRow], li
         rows += metric_rows("dg", run.task, measure_rows(after, held_out))
         predictions += prediction_rows("dg", run.task, correct_by_domain(after, held_out))
     for other in others:
-        other_after = embeddings(context, tuned, other, cached)
+        other_after = embeddings(context, tuned, other, cached, forgetting=True)
         other_domains = context.task_domains(other)
         rows += metric_rows("cf_after", other, measure_rows(other_after, other_domains))
         predictions += prediction_rows(

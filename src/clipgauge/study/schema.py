@@ -40,7 +40,7 @@ class TaskSpec:
     source: str  # what open_dataset gets: an absolute path, or world:<task>?...
     domains: list[str] | None
     templates: list[str]
-    train_domains: list[list[str]]  # [] = evaluated only (forgetting suite)
+    train_domains: list[list[str]]  # [] = measured zero-shot and used for forgetting only
 
     @property
     def is_world(self) -> bool:
@@ -72,6 +72,7 @@ class StudySpec:
     test_fraction: float = 0.2
     split_seed: int = 0
     max_images_per_domain: int | None = None
+    forgetting_images_per_task: int | None = None
     world: dict[str, int] = field(default_factory=dict)
     keep_weights: bool = False
     resources: RunResources = field(default_factory=RunResources)
@@ -300,7 +301,8 @@ SPEC_KEYS: tuple[SpecKey, ...] = (
         "(required)",
         "one entry per domain generalization setting, each the set of domains to fine-tune on: "
         "`[[photo]]` or `[[photo], [cartoon, sketch]]`; the other domains are DG; `[]` "
-        "evaluates the task for forgetting only",
+        "fine-tunes nothing on it: one zero-shot run measures it, and it serves the "
+        "forgetting suite",
     ),
     SpecKey(
         "forgetting",
@@ -349,6 +351,13 @@ SPEC_KEYS: tuple[SpecKey, ...] = (
         "integer >= 1 or null",
         yaml_text(study_default("max_images_per_domain")),
         "at most this many test images per domain (null: all), for speed",
+    ),
+    SpecKey(
+        "eval.forgetting_images_per_task",
+        "integer >= 1 or null",
+        yaml_text(study_default("forgetting_images_per_task")),
+        "at most this many test images of each other task when measuring forgetting, taken "
+        "in turn from its domains and classes (null: all its test images)",
     ),
     SpecKey(
         "keep_weights",

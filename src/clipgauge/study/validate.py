@@ -180,7 +180,7 @@ class _Validator(_Checks):
         if "seeds" in top:
             seeds = self.seeds(top["seeds"], line("seeds"))
         test_fraction, split_seed = self.split(top.get("split"), line("split"))
-        max_images_per_domain = self.eval_options(top.get("eval"), line("eval"))
+        eval_caps = self.eval_options(top.get("eval"), line("eval"))
         keep_weights = self.keep_weights(top)
         resources = self.resources(top.get("resources"), line("resources"))
         return StudySpec(
@@ -196,7 +196,7 @@ class _Validator(_Checks):
             seeds=seeds,
             test_fraction=test_fraction,
             split_seed=split_seed,
-            max_images_per_domain=max_images_per_domain,
+            **eval_caps,
             world=world,
             keep_weights=keep_weights,
             resources=resources,
@@ -276,13 +276,16 @@ class _Validator(_Checks):
         )
         return float(test_fraction), split_seed
 
-    def eval_options(self, value: Any, line: int | None) -> int | None:
+    def eval_options(self, value: Any, line: int | None) -> dict[str, int | None]:
+        """The eval caps by StudySpec field name (each an integer >= 1 or null)."""
         evaluation = self.mapping(value, "eval", line, EVAL_KEYS)
-        cap = evaluation.get("max_images_per_domain", study_default("max_images_per_domain"))
-        if cap is not None:
-            cap_line = self.note("eval.max_images_per_domain", evaluation, "max_images_per_domain")
-            cap = self.integer(cap, "eval.max_images_per_domain", cap_line, 1)
-        return cap
+        caps = {}
+        for key in ("max_images_per_domain", "forgetting_images_per_task"):
+            cap = evaluation.get(key, study_default(key))
+            if cap is not None:
+                cap = self.integer(cap, f"eval.{key}", self.note(f"eval.{key}", evaluation, key), 1)
+            caps[key] = cap
+        return caps
 
     def keep_weights(self, top) -> bool:
         keep_weights = top.get("keep_weights", study_default("keep_weights"))
