@@ -1,11 +1,15 @@
 import contextlib
 import io
+import json
 import re
 import shutil
 
 import pytest
 from studydb import planted_study
 
+from clipgauge.analysis import load_study, method_summary
+from clipgauge.analysis.findings import CONTRADICTED, HELD, INCONCLUSIVE
+from clipgauge.analysis.study_summary import SUMMARY_KEYS, study_seconds
 from clipgauge.cli import main
 from clipgauge.report import build_report
 from clipgauge.report.figures import FIGURE_NAMES
@@ -88,6 +92,7 @@ def test_build_report_api_rebuilds_from_the_databases(built, tmp_path):
         return path.read_text().replace(str(copy), "X").replace(str(folder), "X")
 
     assert text(md_path) == text(folder / "report.md")
+    assert (copy / "summary.json").read_text() == (folder / "summary.json").read_text()
     for name in FIGURE_NAMES.values():
         assert (copy / "figures" / name).read_bytes() == (folder / "figures" / name).read_bytes()
 
@@ -142,3 +147,85 @@ def test_report_with_a_single_seed(tmp_path):
     table = method_table(tmp_path / "one-seed")
     assert "aclip" in table
     assert build_report(tmp_path / "one-seed").is_file()
+
+
+def test_report_opens_with_findings_and_holds_the_interval_sections(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    assert md.index("## Findings") < md.index("## Provenance")
+    assert "| LoRA forgets least | held |" in md
+    assert "held if the whole 95% interval is above 0" in md
+    for heading in (
+        "### Method means with 95% bootstrap intervals",
+        "### Differences against A-CLIP",
+        "### ss against ACS",
+        "## Checking the advice: leave one task out",
+    ):
+        assert heading in md
+    assert "resample tasks and, within them, test images" in md
+    assert re.search(r"\| aclip \| \+\d\.\d\d \[\+\d\.\d\d, \+\d\.\d\d\] \|", md)
+    assert re.search(r"Mean regret: advice \+\d\.\d\d pp", md)
+    html = (folder / "report.html").read_text()
+    assert "<h2>Findings</h2>" in html and "Checking the advice" in html
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_summary_json_schema(built):
+    folder, _ = built
+    summary = json.loads((folder / "summary.json").read_text())
+    assert tuple(summary) == SUMMARY_KEYS
+    assert summary["seconds"] == 95.0  # no wall_seconds stored: 95 finished runs of 1 s
+    tasks = [f"t{i}" for i in range(8)]
+    assert summary["tasks_measured"] == tasks and summary["tasks_trained"] == tasks
+
+    assert list(summary["per_task"]) == tasks
+    for row in summary["per_task"].values():
+        assert set(row) == {"zero_shot_id", "best_method", "best_id_gain"}
+        assert 1 < row["zero_shot_id"] < 100  # pp
+        assert row["best_method"] in {"full", "bitfit", "lora", "clip-adapter", "aclip"}
+        assert _number(row["best_id_gain"]) and row["best_id_gain"] > 1
+
+    table = method_summary(load_study(folder))
+    assert set(summary["methods"]) == set(table.index)
+    for method, outcomes in summary["methods"].items():
+        assert set(outcomes) == {"id_gain", "dg_gain", "cf_drop", "score"}
+        for name, entry in outcomes.items():
+            assert set(entry) == {"mean", "ci"} and len(entry["ci"]) == 2
+            assert entry["mean"] == pytest.approx(100 * table.loc[method, name])
+            assert entry["ci"][0] <= entry["mean"] + 1e-9 <= entry["ci"][1] + 2e-9
+
+    assert len(summary["findings"]) == 8
+    for finding in summary["findings"]:
+        assert set(finding) == {"finding", "verdict", "statistic", "value", "ci"}
+        assert finding["verdict"] in {HELD, CONTRADICTED, INCONCLUSIVE}
+        assert _number(finding["value"]) and len(finding["ci"]) == 2
+
+    check = summary["advice_check"]
+    assert set(check) == {"per_task", "mean_regret", "baselines"}
+    assert list(check["per_task"]) == tasks
+    for row in check["per_task"].values():
+        assert set(row) == {"recommended", "best", "regret"} and row["regret"] >= 0
+    assert set(check["baselines"]) == {"overall_best", "zeroshot"}
+    assert all(_number(v) for v in [check["mean_regret"], *check["baselines"].values()])
+
+
+def test_summary_seconds_prefer_the_runners_wall_time(tmp_path):
+    planted_study(tmp_path / "wall", n_tasks=2, fail=(), wall_seconds=123.5)
+    assert study_seconds(load_study(tmp_path / "wall")) == 123.5
+    planted_study(tmp_path / "sum", n_tasks=2, fail=())
+    assert study_seconds(load_study(tmp_path / "sum")) == 24.0  # 24 runs of 1 s
+
+
+def test_summary_json_of_a_study_with_no_fine_tuning(tmp_path):
+    planted_study(tmp_path, n_tasks=2, methods=("zeroshot",), fail=())
+    build_report(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert tuple(summary) == SUMMARY_KEYS
+    assert summary["tasks_trained"] == []
+    assert summary["advice_check"]["per_task"] == {}
+    assert summary["advice_check"]["mean_regret"] is None
+    assert {f["verdict"] for f in summary["findings"]} == {INCONCLUSIVE}
+    assert summary["per_task"]["t0"]["best_method"] == "zeroshot"

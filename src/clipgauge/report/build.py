@@ -1,4 +1,5 @@
-"""Build `report.md` and a self-contained `report.html` from a study folder's databases alone."""
+"""Build `report.md`, a self-contained `report.html` and `summary.json` (keys and units:
+clipgauge.analysis.study_summary) from a study folder's databases alone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from clipgauge import __version__
+from clipgauge.analysis.advice_check import AdviceCheck, check_advice
+from clipgauge.analysis.bootstrap import OutcomeBootstrap, bootstrap_outcomes
 from clipgauge.analysis.correlations import (
     ACCURACY,
     DIFFICULTY_MEASURES,
@@ -19,9 +22,14 @@ from clipgauge.analysis.correlations import (
     task_measure_table,
     which_measure_predicts_best,
 )
+from clipgauge.analysis.findings import ACLIP, RULE, Finding, study_findings
 from clipgauge.analysis.load import Study, as_study
+from clipgauge.analysis.measure_contrast import OUTCOME_LABELS as CONTRAST_LABELS
+from clipgauge.analysis.measure_contrast import MeasureContrast, compare_measures
+from clipgauge.analysis.study_summary import SUMMARY_FILE, study_summary, write_summary
 from clipgauge.analysis.summary import (
     OUTCOME_LABELS,
+    OUTCOMES,
     format_method_table,
     method_summary,
     per_task_outcomes,
@@ -48,6 +56,17 @@ DEFINITIONS = [
     "(per-domain measures), averaged over seeds. Pearson and Spearman p-values are scipy's; "
     "intervals are 95% percentile bootstrap intervals from 2000 resamples of the pairs "
     "(seed 0). With fewer than 10 units, call any correlation weak evidence.",
+    "Bootstrap intervals of method means (and of their differences): 2000 replicates (seed 0), "
+    "each drawing tasks with replacement (a task keeps its train-domain settings, methods and "
+    "seeds) and, independently, the test images of every task and domain with replacement, "
+    "the same draw for every run scored on those images, so gains and differences between "
+    "methods pair image by image; seeds are averaged as in the point estimate, not "
+    "resampled. Each replicate recomputes the table's arithmetic; the interval is the 2.5th "
+    "to 97.5th percentile. Studies stored without per-image predictions resample tasks only.",
+    "Findings: each statistic is oriented so that > 0 supports the finding; " + RULE + ".",
+    "Advice check: each task's advice is made from the other tasks only (leave one out); "
+    "regret = the task's best actual score (zero-shot counting as 0) minus the recommended "
+    "method's actual score, in pp.",
 ]
 
 
@@ -222,11 +241,28 @@ def _correlation_rows(table: pd.DataFrame, first: str) -> list[list[str]]:
 CORRELATION_HEADERS = ["n", "Pearson r [95% CI]", "p", "Spearman rho [95% CI]", "p", "note"]
 
 
+@dataclass
+class _Checks:
+    """The bootstrap-based analyses the report and summary.json share."""
+
+    boot: OutcomeBootstrap
+    contrasts: list[MeasureContrast]
+    findings: list[Finding]
+    advice: AdviceCheck
+
+
+def _checks(study: Study) -> _Checks:
+    boot = bootstrap_outcomes(study)
+    contrasts = compare_measures(study, n_boot=boot.n_boot, seed=boot.seed)
+    findings = study_findings(study, boot, contrasts, seed=boot.seed)
+    return _Checks(boot, contrasts, findings, check_advice(study))
+
+
 def build_report(out_dir: Study | str | Path) -> Path:
     """Rebuild the report of the study in `out_dir` from its databases; return report.md's path.
 
-    Writes `report.md`, `report.html` (figures embedded, no external resources) and
-    `figures/*.png` into the study folder, each atomically.
+    Writes `report.md`, `report.html` (figures embedded, no external resources),
+    `summary.json` and `figures/*.png` into the study folder, each atomically.
     """
     study = as_study(out_dir)
     out_dir = study.out_dir
@@ -238,6 +274,7 @@ def build_report(out_dir: Study | str | Path) -> Path:
     domains = domain_measure_table(study)
     verdict_tasks = which_measure_predicts_best(correlations, "tasks")
     verdict_domains = which_measure_predicts_best(correlations, "task-domains")
+    checks = _checks(study)
 
     scores = per_task["score"].unstack("method") if len(per_task) else pd.DataFrame()
     if len(scores.columns):
@@ -255,11 +292,15 @@ def build_report(out_dir: Study | str | Path) -> Path:
     title = f"clipgauge study report: {study.spec_name()}"
     doc = _Document()
     doc.heading(1, title)
+    _findings_section(doc, checks.findings)
     doc.heading(2, "Provenance")
     _provenance(doc, study, summary)
     _methods_section(doc, summary, pngs)
+    _intervals_section(doc, summary, checks.boot)
     _measures_section(doc, correlations, (verdict_tasks, verdict_domains), pngs)
+    _contrast_section(doc, checks.contrasts)
     _outcome_correlations_section(doc, correlations)
+    _advice_section(doc, checks.advice)
     doc.heading(2, "Zero-shot measures per task")
     columns = [ACCURACY, *DIFFICULTY_MEASURES]
     task_rows = [
@@ -275,6 +316,8 @@ def build_report(out_dir: Study | str | Path) -> Path:
     md_path = out_dir / "report.md"
     atomic_write_bytes(md_path, "\n".join(doc.md).encode("utf-8"))
     atomic_write_bytes(out_dir / "report.html", _render_html(doc, title).encode("utf-8"))
+    content = study_summary(study, checks.boot, checks.findings, checks.advice)
+    write_summary(out_dir / SUMMARY_FILE, content)
     return md_path
 
 
@@ -351,3 +394,122 @@ def _outcome_correlations_section(doc: _Document, correlations: pd.DataFrame) ->
         ["method: outcome ~ measure", *CORRELATION_HEADERS],
         _correlation_rows(method_rows, "what"),
     )
+
+
+def _pp_interval(value, lo, hi) -> str:
+    return f"{_pp(value)} [{_pp(lo)}, {_pp(hi)}]"
+
+
+def _finding_value(finding: Finding) -> str:
+    spec = "+.2f" if finding.unit == "pp" else "+.3f"
+    return f"{_fmt(finding.value, spec)} [{_fmt(finding.lo, spec)}, {_fmt(finding.hi, spec)}]"
+
+
+def _findings_section(doc: _Document, findings: list[Finding]) -> None:
+    doc.heading(2, "Findings")
+    doc.paragraph(
+        "Each finding of the study clipgauge implements, checked on this study: one statistic, "
+        "oriented so that > 0 supports the finding, with its 95% bootstrap interval. Rule: "
+        + RULE
+        + "."
+    )
+    rows = [
+        [
+            f.finding,
+            f.verdict,
+            _finding_value(f),
+            f.statistic,
+            f"{f.reason}" + (f"; {f.support}" if f.support else ""),
+        ]
+        for f in findings
+    ]
+    doc.table(["finding", "verdict", "value [95% CI]", "statistic", "why"], rows)
+
+
+INTERVAL_HEADERS = ["method", *[f"{OUTCOME_LABELS[o]} [95% CI]" for o in OUTCOMES]]
+
+
+def _interval_rows(table: pd.DataFrame, order) -> list[list[str]]:
+    rows = []
+    for method in [m for m in order if m in table.index]:
+        row = table.loc[method]
+        cells = [_pp_interval(row[o], row[f"{o}_lo"], row[f"{o}_hi"]) for o in OUTCOMES]
+        rows.append([str(method), *cells])
+    return rows
+
+
+def _intervals_section(doc: _Document, summary: pd.DataFrame, boot: OutcomeBootstrap) -> None:
+    doc.heading(3, "Method means with 95% bootstrap intervals")
+    doc.paragraph(
+        f"Paired bootstrap, {boot.n_boot} replicates over {len(boot.tasks)} task(s): "
+        f"{boot.note}. Seeds are averaged as in the table above, not resampled. Values in pp."
+    )
+    doc.table(INTERVAL_HEADERS, _interval_rows(boot.table(), summary.index))
+    doc.heading(3, "Differences against A-CLIP")
+    differences = boot.differences(ACLIP)
+    if differences.empty:
+        doc.paragraph("The study has no usable A-CLIP (aclip) runs to compare with.")
+        return
+    doc.paragraph(
+        "Each method minus A-CLIP, paired replicate by replicate (same tasks, same images); "
+        "an interval that excludes 0 separates the two. Values in pp."
+    )
+    doc.table(INTERVAL_HEADERS, _interval_rows(differences, summary.index))
+
+
+def _contrast_section(doc: _Document, contrasts: list[MeasureContrast]) -> None:
+    doc.heading(3, "ss against ACS")
+    doc.paragraph(
+        "Oriented Spearman correlations across tasks (+ = as expected: a higher ss means a "
+        "harder task, a higher ACS an easier one: lower zero-shot accuracy and more to gain "
+        "from fine-tuning for a hard task), and their difference ss - ACS with a paired "
+        "bootstrap interval over tasks; > 0: ss tracks difficulty better."
+    )
+    rows = [
+        [
+            CONTRAST_LABELS[c.outcome],
+            str(c.n),
+            _fmt(c.rho_ss),
+            _fmt(c.rho_acs),
+            f"{_fmt(c.value)} {_interval(c.lo, c.hi)}",
+            c.note,
+        ]
+        for c in contrasts
+    ]
+    doc.table(
+        ["outcome", "tasks", "rho(ss)", "rho(ACS)", "oriented ss - ACS [95% CI]", "note"], rows
+    )
+
+
+def _advice_section(doc: _Document, check: AdviceCheck) -> None:
+    doc.heading(2, "Checking the advice: leave one task out")
+    if check.per_task.empty:
+        doc.paragraph("; ".join(check.notes) or "No task to check the advice on.")
+        return
+    doc.paragraph(
+        "For each task, `clipgauge advise` was run on the other tasks only, with this task's "
+        "zero-shot measures. Regret = the best actual score on the task (zero-shot = 0) minus "
+        "the recommended method's actual score, in pp; 0 = the advice picked the best."
+    )
+    rows = [
+        [
+            str(task),
+            str(row["recommended"]),
+            str(row["best"]),
+            _pp(row["regret"]),
+            str(row["overall_best"]),
+            _pp(row["overall_best_regret"]),
+            _pp(row["zeroshot_regret"]),
+        ]
+        for task, row in check.per_task.iterrows()
+    ]
+    headers = ["task", "recommended", "best", "regret", "overall best", "its regret"]
+    doc.table([*headers, "zero-shot regret"], rows)
+    doc.paragraph(
+        f"Mean regret: advice {_pp(check.mean_regret)} pp; always the method best on the "
+        f"other tasks {_pp(check.baselines['overall_best'])} pp; always zero-shot "
+        f"{_pp(check.baselines['zeroshot'])} pp.",
+        strong=True,
+    )
+    for note in check.notes:
+        doc.paragraph(f"Note: {note}")
