@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from multiprocessing import get_context
 
 import numpy as np
@@ -24,6 +25,7 @@ from clipgauge.study.executors import (
     worker_gpu,
 )
 from clipgauge.study.ray_executor import (
+    RayExecutor,
     TaskResources,
     fit_resources,
     pack_outcome,
@@ -208,3 +210,15 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(ClipgaugeError, match=r"pip install 'clipgauge\[ray\]'"):
         runner.run_study("no-such-spec.yaml", executor="ray")  # before the spec is read
+
+
+def test_a_cluster_that_cannot_be_reached_is_a_clear_error(monkeypatch, tmp_path):
+    def init(address=None):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    spec = parse_spec(MINIMAL)
+    runs = RayExecutor(spec, tmp_path, address="auto").run(["a run"], on_start=print)
+    with pytest.raises(ClipgaugeError, match="cannot reach the Ray cluster at --ray-address auto"):
+        next(runs)

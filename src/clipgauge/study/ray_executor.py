@@ -190,7 +190,13 @@ class RayExecutor:
         ray = import_ray()
         owns_ray = not ray.is_initialized()
         if owns_ray:
-            ray.init(address=self.address)
+            try:
+                ray.init(address=self.address)
+            except ConnectionError as err:
+                raise ClipgaugeError(
+                    f"cannot reach the Ray cluster at --ray-address {self.address} ({err}); "
+                    "is `ray start` running there?"
+                ) from None
         try:
             task = self._task_resources(ray)
             self._check_storage(ray, task)
