@@ -67,6 +67,8 @@ DEFINITIONS = [
     "Advice check: each task's advice is made from the other tasks only (leave one out); "
     "regret = the task's best actual score (zero-shot counting as 0) minus the recommended "
     "method's actual score, in pp.",
+    "summary.json beside this report holds the headline numbers in pp (its keys are documented "
+    "in clipgauge.analysis.study_summary).",
 ]
 
 
