@@ -7,9 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from studydb import planted_study
+from studydb import StudyWriter, planted_study
 
-from clipgauge.analysis import load_study, method_summary, run_outcomes
+from clipgauge.analysis import (
+    check_advice,
+    load_study,
+    method_summary,
+    run_outcomes,
+    study_summary,
+)
 from clipgauge.analysis.bootstrap import (
     TASKS_AND_IMAGES,
     TASKS_ONLY,
@@ -252,3 +258,59 @@ def test_a_study_with_only_the_baseline(tmp_path):
     assert boot.methods == ["zeroshot"]
     assert boot.table().loc["zeroshot", "score_hi"] == 0.0
     assert boot.differences("aclip").empty
+
+
+def _flip(flags: np.ndarray, share: float, rng) -> np.ndarray:
+    return flags ^ (rng.random(len(flags)) < share)
+
+
+def _cross_forgetting_study(folder, n: int = 60, cap: dict | None = None):
+    """Tasks A and B (domains a, b; trained on a) with zeroshot and lora, two seeds; each run
+    forgets the other task on a capped subset of its test images; C is evaluated only."""
+    cap = cap or {"a": 20, "b": 10}
+    rng = np.random.default_rng(4)
+    w = StudyWriter(folder / "study.sqlite")
+    own = {t: {d: rng.random(n) < 0.6 for d in "ab"} for t in "AB"}
+    forgetting = {t: {d: rng.random(k) < 0.5 for d, k in cap.items()} for t in "AB"}
+
+    def write(run_id, protocol, task, cells):
+        for domain, flags in cells.items():
+            w.add_predictions(run_id, protocol, task, domain, flags)
+            w.add_accuracy(run_id, protocol, task, domain, flags.mean())
+        pooled = np.concatenate(list(cells.values()))
+        w.add_accuracy(run_id, protocol, task, "overall", pooled.mean())
+
+    for task, other in (("A", "B"), ("B", "A")):
+        for seed in (0, 1):
+            for method in ("zeroshot", "lora"):
+                run_id = f"{task}-{method}-{seed}"
+                w.add_run(run_id, task, ["a"], method, seed)
+                w.add_measures(run_id, "measure_before", task, "overall", {"acs": 0.3})
+                share = 0.0 if method == "zeroshot" else 0.2
+                write(run_id, "id", task, {"a": _flip(own[task]["a"], share, rng)})
+                write(run_id, "dg", task, {"b": _flip(own[task]["b"], share, rng)})
+                before = forgetting[other]
+                write(run_id, "cf_before", other, before)
+                after = {d: _flip(f, share, rng) for d, f in before.items()}
+                write(run_id, "cf_after", other, after)
+    w.add_run("C-zeroshot-0", "C", [], "zeroshot", 0)
+    w.add_measures("C-zeroshot-0", "measure_before", "C", "overall", {"acs": 0.2})
+    w.close()
+    return folder
+
+
+def test_capped_forgetting_cells_and_an_evaluation_only_task(tmp_path):
+    study = load_study(_cross_forgetting_study(tmp_path))
+    boot = bootstrap_outcomes(study, n_boot=300)
+    assert boot.level == TASKS_AND_IMAGES, boot.note
+    assert boot.tasks == ["A", "B", "C"]
+    summary = method_summary(study)
+    for outcome in OUTCOMES:
+        np.testing.assert_allclose(
+            boot.table()[outcome], summary.loc[boot.methods, outcome], rtol=0, atol=1e-12
+        )
+    assert boot.point("zeroshot", "score") == 0.0
+    lo, hi = boot.interval(boot.replicates("lora", "cf_drop"))
+    assert lo < hi
+    per_task = study_summary(study, boot, [], check_advice(study))["per_task"]
+    assert sorted(per_task) == ["A", "B"]  # C has no zero-shot ID accuracy

@@ -4,12 +4,15 @@ differences between methods.
 One replicate resamples, independently:
 - tasks: the tasks that have a usable run (finished, with its zero-shot baseline), drawn with
   replacement; a task carries all its train-domain settings, methods and seeds;
-- test images: in every test cell (an evaluated task and domain) its n images, drawn with
-  replacement once per replicate, and that same draw is used for every run scored on the
-  cell (every method, seed and train-domain setting; for a forgetting task's cells, every
-  trained task's runs). So gains against zero-shot and differences between methods are paired
-  image by image. A task drawn twice reuses its image draw (tasks and images are crossed, as
-  the forgetting cells are in the study itself), which is slightly conservative.
+- test images: in every test cell its n images, drawn with replacement once per replicate,
+  and that same draw is used for every run scored on the cell (every method, seed and
+  train-domain setting; for the cells that measure forgetting of a task, every other trained
+  task's runs). So gains against zero-shot and differences between methods are paired image
+  by image. A cell is a task's domain as its own runs are scored on it (id, dg), or as runs
+  of other tasks measure forgetting on it (cf_before, cf_after: the spec may cap those to a
+  subset, so the two are drawn separately). A task drawn twice reuses its image draw (tasks
+  and images are crossed, as the forgetting cells are in the study itself), which is
+  slightly conservative.
 Seeds are not resampled: as in the point estimate, each (method, seed) averages its tasks and
 a method's value is the mean over its seeds. Seeds vary independently from task to task, so
 the task resampling already carries their spread; 2 or 3 seeds are too few to resample on
@@ -63,6 +66,8 @@ BLOCK_DRAWS = 4_000_000
 AGREEMENT = 1e-6
 # float32 sums of 0/1 flags times integer weights are exact below this many images.
 FLOAT32_EXACT = 2**24
+# A test cell: one draw of images per replicate serves every prediction row of it.
+CELL = ["eval_task", "domain", "family"]
 
 
 def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -268,12 +273,14 @@ class _ImagePlan:
         rows = predictions.copy()
         rows["key"] = list(zip(rows["run_id"], rows["protocol"], rows["eval_task"], strict=True))
         rows = rows[rows["key"].isin(keys)].copy()
+        is_cf = rows["protocol"].isin(["cf_before", "cf_after"])
+        rows["family"] = np.where(is_cf, "forgetting", "own")
         missing = keys - set(rows["key"])
         if missing:
             runs = len({k[0] for k in missing})
             self.problem = f"per-image predictions are missing for {runs} of {len(usable)} run(s)"
             return
-        if (rows.groupby(["eval_task", "domain"])["n"].nunique() > 1).any():
+        if (rows.groupby(CELL)["n"].nunique() > 1).any():
             self.problem = "runs were scored on test cells of different sizes"
             return
         images = rows.groupby("key")["n"].sum()
@@ -282,7 +289,6 @@ class _ImagePlan:
         rows["images"] = rows["key"].map(images).astype(float)
         n_forgetting = rows["run_id"].map(forgetting).fillna(1.0).astype(float)
         sign = np.where(rows["protocol"] == "cf_after", -1.0, 1.0)
-        is_cf = rows["protocol"].isin(["cf_before", "cf_after"])
         rows["coef"] = sign / (rows["images"] * np.where(is_cf, n_forgetting, 1.0))
         rows["target"] = np.where(is_cf, "cf", rows["protocol"])
         self.rows = rows
@@ -293,7 +299,7 @@ class _ImagePlan:
 
     def replicate(self, n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         sums = {t: np.zeros((n_boot + 1, len(self.usable))) for t in ("id", "dg", "cf")}
-        for _, cell in self.rows.groupby(["eval_task", "domain"], sort=True):
+        for _, cell in self.rows.groupby(CELL, sort=True):
             n = int(cell["n"].iloc[0])
             blobs = list(dict.fromkeys(cell["correct"]))
             column = cell["correct"].map({b: i for i, b in enumerate(blobs)}).to_numpy()

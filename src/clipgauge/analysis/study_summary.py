@@ -12,8 +12,9 @@ regret. NaN is written as null. Exactly these keys:
   per_task        {task: {"zero_shot_id": the baseline's ID accuracy, "best_method": the
                   fine-tuning method with the largest ID gain there (the baseline when no
                   method has a run with a baseline there), "best_id_gain": its ID gain}},
-                  each a mean over seeds and train domains, for every task with a finished
-                  baseline run
+                  each a mean over seeds and train domains, for every task with a
+                  zero-shot ID accuracy (a finished baseline run with train domains; an
+                  evaluation-only task has none)
   methods         {method: {"id_gain" | "dg_gain" | "cf_drop" | "score": {"mean": float,
                   "ci": [lo, hi]}}}: method_summary's means and their 95% bootstrap
                   intervals (bootstrap.py), for every method with a usable run
@@ -71,7 +72,7 @@ def study_seconds(study: Study) -> float:
 def _per_task(study: Study) -> dict:
     outcomes = run_outcomes(study)
     base = outcomes[(outcomes["method"] == study.baseline) & outcomes["has_baseline"]]
-    zero_shot = base.groupby("task")["id_acc"].mean()
+    zero_shot = base.groupby("task")["id_acc"].mean().dropna()
     per_task = per_task_outcomes(outcomes)
     gains = per_task["id_gain"].unstack("method") if len(per_task) else pd.DataFrame()
     gains = gains.drop(columns=[c for c in gains.columns if c == study.baseline])
