@@ -246,6 +246,11 @@ class _Progress:
     best_val: float | None = None
     best_loss: float | None = None
 
+    def outcome(self, device: str) -> TrainOutcome:
+        return TrainOutcome(
+            self.best_state, self.best_epoch, self.best_val, self.metrics, self.step, device
+        )
+
     def scalars(self) -> dict:
         return {
             "step": self.step,
@@ -258,13 +263,22 @@ class _Progress:
 def _prepare_loop(
     accelerator: Accelerator,
     tuned: TunedClip,
+    method: Method,
     data: tuple[ImageDataset, ImageDataset | None],
-    prompts: ClassPrompts,
+    text: tuple[object, Sequence[str]],
     image_processor,
     config: TrainConfig,
-    frozen_tower: bool,
     pixel_cache: PixelCache | None,
 ) -> _Loop:
+    """Loaders, optimizer, schedule and step budget, with the model placed by accelerate.
+
+    `data` is (training, validation or None) images, `text` (tokenizer, templates)."""
+    # A frozen image tower (CLIP-Adapter, head-only methods): train on its features, once.
+    tokenizer, templates = text
+    context_length = int(tuned.config.text_config.max_position_embeddings)
+    prompts = tokenize_class_prompts(tokenizer, data[0].class_names, templates, context_length)
+    frozen_tower = trains_anything(tuned) and not method.trains_image_tower(tuned)
+
     def inputs(dataset: ImageDataset) -> torch.utils.data.Dataset:
         pixels = LabelledPixels(dataset, image_processor, pixel_cache)
         if frozen_tower:  # one pass through the tower instead of one per epoch
@@ -433,28 +447,15 @@ def train(
 ) -> TrainOutcome:
     """Train `tuned` (already prepared by `method`, seeded) and keep the best epoch's tensors.
 
-    Writes `metrics.jsonl` and an epoch checkpoint into `run_dir`. With `resume`, continues
-    from that checkpoint. Best epoch = highest validation accuracy (the first on ties); without
-    a validation set, the last epoch. `cpu` keeps training on the CPU even when a GPU exists.
-    `pixel_cache` keeps preprocessed images in memory across epochs and calls. When nothing in
-    the image tower trains (CLIP-Adapter, head-only methods), training runs on the tower's
-    features, computed once.
+    Writes `metrics.jsonl` and an epoch checkpoint into `run_dir`; `resume` continues from it.
+    Best epoch: the highest validation accuracy (see `is_better`), else the last. `cpu` keeps
+    training on the CPU; `pixel_cache` keeps preprocessed images across epochs and calls.
     """
     run_dir = Path(run_dir)
     accelerator = _start_accelerator(config, run_dir, cpu, tracker_config)
-    context_length = int(tuned.config.text_config.max_position_embeddings)
-    prompts = tokenize_class_prompts(tokenizer, train_set.class_names, templates, context_length)
-    # Nothing in the image tower trains: train on its features, computed once.
-    frozen_tower = trains_anything(tuned) and not method.trains_image_tower(tuned)
+    data, text = (train_set, val_set), (tokenizer, templates)
     loop = _prepare_loop(
-        accelerator,
-        tuned,
-        (train_set, val_set),
-        prompts,
-        image_processor,
-        config,
-        frozen_tower,
-        pixel_cache,
+        accelerator, tuned, method, data, text, image_processor, config, pixel_cache
     )
     trains_text = method.trains_text_tower(loop.unwrapped)
     fixed_class_embeds = None
@@ -501,14 +502,7 @@ def train(
         _write_metrics(run_dir / METRICS_FILE, state.metrics)
     if config.log_with:
         accelerator.end_training()
-    return TrainOutcome(
-        state.best_state,
-        state.best_epoch,
-        state.best_val,
-        state.metrics,
-        state.step,
-        str(accelerator.device),
-    )
+    return state.outcome(str(accelerator.device))
 
 
 def _fmt(value: float | None) -> str:
