@@ -314,3 +314,12 @@ def test_capped_forgetting_cells_and_an_evaluation_only_task(tmp_path):
     assert lo < hi
     per_task = study_summary(study, boot, [], check_advice(study))["per_task"]
     assert sorted(per_task) == ["A", "B"]  # C has no zero-shot ID accuracy
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])
+def test_analysis_reads_the_flags_the_study_store_packs(n):
+    from clipgauge.analysis.load import unpack_correct
+    from clipgauge.study.store import pack_correct
+
+    flags = np.random.default_rng(n).random(n) < 0.5
+    np.testing.assert_array_equal(unpack_correct(pack_correct(flags), n), flags)
