@@ -30,4 +30,6 @@ def test_every_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "shapes-lora" / "trained.safetensors").is_file()
     assert (tmp_path / "merged-lora" / "config.json").is_file()
     assert (tmp_path / "studies" / "tiny" / "report.html").is_file()
-    assert namespace["result"].finished == 3 and not namespace["result"].failed  # + measuring colours
+    assert (
+        namespace["result"].finished == 3 and not namespace["result"].failed
+    )  # + measuring colours

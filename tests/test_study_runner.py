@@ -72,7 +72,8 @@ def write_spec(folder: Path, model: Path, seeds="[0]", extra: str = "") -> Path:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, world_model):
-    """One complete tiny study (7 runs: 6 and one that measures the evaluation-only task); tests that change it work on a copy."""
+    """One complete tiny study (7 runs: 6, and 1 that measures the evaluation-only task);
+    tests that change it work on a copy."""
     base = tmp_path_factory.mktemp("study")
     spec = write_spec(base, world_model)
     threads = torch.get_num_threads()
@@ -397,3 +398,13 @@ def test_per_image_predictions_reproduce_the_stored_accuracies(world_model, tmp_
         sizes.setdefault((task, domain), set()).add(n)
     # every run is scored on the same test images of a task and domain
     assert all(len(n) == 1 for n in sizes.values())
+
+
+def test_wall_time_is_stored_and_summed_over_resumes(finished, tmp_path):
+    out = copy_study(finished, tmp_path)
+    db = out / "study.sqlite"
+    (first,) = query(db, "SELECT value FROM study WHERE key = 'wall_seconds'")[0]
+    assert float(first) > 0
+    run_study(finished[0], out, progress=False)  # nothing to do: adds only its own time
+    (second,) = query(db, "SELECT value FROM study WHERE key = 'wall_seconds'")[0]
+    assert float(first) <= float(second) < float(first) + 60

@@ -40,16 +40,25 @@ def spec_error(tmp_path: Path, text: str) -> str:
     return str(info.value)
 
 
-def test_shipped_world_spec_covers_every_world_task_and_method():
-    spec = load_spec()  # no argument: the world spec
-    assert spec.name == "world" and spec.model == "world-clip"
-    assert set(spec.tasks) == set(load_tasks())
+@pytest.mark.parametrize(("name", "trained", "seeds"), [("world", 4, 2), ("world-full", 6, 3)])
+def test_shipped_world_specs_measure_every_world_task(name, trained, seeds):
+    spec = load_spec(None if name == "world" else name)  # no argument: the world spec
+    assert spec.name == name and spec.model == "world-clip"
+    assert set(spec.tasks) == set(load_tasks())  # every task measured
     assert list(spec.methods) == method_names()  # zeroshot first, every registered method
-    assert len(spec.seeds) >= 2
+    assert len(spec.seeds) == seeds
     assert set(spec.forgetting) == set(spec.tasks)
+    assert sum(1 for t in spec.tasks.values() if t.train_domains) == trained
     for task in spec.tasks.values():
-        assert task.is_world and task.train_domains
+        assert task.is_world
         assert task.templates == list(load_tasks()[task.name].templates)
+    full = load_spec("world-full")
+    demo = load_spec("world")
+    # the demo is the full design with fewer tasks and seeds
+    assert {t for t, e in demo.tasks.items() if e.train_domains} < {
+        t for t, e in full.tasks.items() if e.train_domains
+    }
+    assert demo.training == full.training and demo.methods == full.methods
 
 
 def test_shipped_paper_spec():

@@ -26,10 +26,35 @@ def cmd_report(args) -> int:
     print(format_method_table(summary))
     n_tasks = int(summary["n_tasks"].max()) if len(summary) else 0
     print(verdict_sentence(summary, n_tasks) if len(summary) else "No runs.")
+    print_findings(Path(md_path).parent / "summary.json")
     print(f"wrote {md_path}")
     print(f"wrote {md_path.with_suffix('.html')}")
+    print(f"wrote {Path(md_path).parent / 'summary.json'}")
     print(f"figures in {Path(md_path).parent / 'figures'}")
     return 0
+
+
+def print_findings(summary_path: Path) -> None:
+    """The study's findings with their verdicts and intervals, from its summary.json."""
+    import json
+
+    summary = json.loads(summary_path.read_text())
+    if summary.get("findings"):
+        print("findings (95% interval of the statistic; the report states each rule):")
+    for finding in summary.get("findings", []):
+        lo, hi = finding["ci"]
+        print(
+            f"  {finding['verdict']:<13} {finding['finding']}: {finding['statistic']} = "
+            f"{finding['value']:+.3g} [{lo:+.3g}, {hi:+.3g}]"
+        )
+    check = summary.get("advice_check") or {}
+    if check.get("per_task"):
+        baselines = check["baselines"]
+        print(
+            f"advice check (leave one task out): mean regret {check['mean_regret']:.2f} pp; "
+            f"always the overall best {baselines['overall_best']:.2f} pp, always zero-shot "
+            f"{baselines['zeroshot']:.2f} pp"
+        )
 
 
 def cmd_advise(args) -> int:

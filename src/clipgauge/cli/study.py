@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from clipgauge.cli.report import print_findings
+
 
 def basic_method_table(out_dir: str | Path) -> str:
     """Mean overall ID and DG accuracy and CF drop per method over every finished run in the
@@ -97,7 +99,9 @@ def cmd_study(args) -> int:
         )
         return 1
     if report is not None:
-        print(f"\nreport: {report}")
+        print()
+        print_findings(Path(report).parent / "summary.json")
+        print(f"\nreport: {report} (summary.json beside it)")
     if result.failed:
         print(f"\n{len(result.failed)} run(s) failed:", file=sys.stderr)
         for label, error in result.failed:

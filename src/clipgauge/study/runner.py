@@ -136,6 +136,7 @@ def run_study(
             engine = _make_executor(kind, context, workers, ray_address, storage)
             _run_all(engine, store, spec, todo, result, progress)
         finally:
+            _add_wall_time(store, time.perf_counter() - began)
             store.close()
     result.seconds = time.perf_counter() - began
     return result
@@ -149,6 +150,12 @@ def _make_executor(kind: str, context: StudyContext, workers, ray_address, stora
     from clipgauge.study.ray_executor import RayExecutor
 
     return RayExecutor(context.spec, storage or context.out_dir, address=ray_address)
+
+
+def _add_wall_time(store: StudyStore, seconds: float) -> None:
+    """Count this invocation's time into the study's `wall_seconds` (summed over resumes)."""
+    before = float(store.info().get("wall_seconds", 0.0))
+    store.set_info({"wall_seconds": f"{before + seconds:.1f}"})
 
 
 def _drop_stale(store: StudyStore, stored: dict, plan: list[PlannedRun], db_path, prune) -> int:

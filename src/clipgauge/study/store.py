@@ -12,7 +12,9 @@ Files in a study folder `<out>`:
 Schema (a reader needs nothing else):
 
   study(key, value)   'spec' (the resolved spec as JSON), 'spec_path', 'shard' ("i/n"; "1/1"
-                      unsharded), 'clipgauge_version', 'created' (ISO 8601, UTC)
+                      unsharded), 'clipgauge_version', 'created' (ISO 8601, UTC),
+                      'wall_seconds' (time spent running this database's study, summed over
+                      every invocation that resumed it)
   runs                one row per (task, train_domains, method, seed); run_id = sha256[:16] of
                       `config`, the run config as canonical JSON (`config_json`): model name,
                       fingerprint and dtype; preprocessing; task (data as the spec writes it,
