@@ -66,10 +66,11 @@ def run_outcomes(study: Study | str | Path) -> pd.DataFrame:
     """One row per finished run: accuracies, gains against its zeroshot baseline, CF drop, score.
 
     `has_baseline` is False where the (task, train_domains, seed) has no finished zeroshot run;
-    such rows have NaN gains and score and are left out of every average.
+    such rows have NaN gains and score and are left out of every average. Runs without train
+    domains only measure an evaluation-only task zero-shot: they have no outcomes and no row.
     """
     study = as_study(study)
-    runs = study.finished.copy()
+    runs = study.finished[study.finished["train_domains"].map(len) > 0].copy()
     runs["train_key"] = [train_key(d) for d in runs["train_domains"]]
     columns = ["run_id", "task", "train_key", "method", "seed"]
     out = runs[columns].copy()
