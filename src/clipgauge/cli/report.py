@@ -34,6 +34,10 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:+.3g}"
+
+
 def print_findings(summary_path: Path) -> None:
     """The study's findings with their verdicts and intervals, from its summary.json."""
     import json
@@ -42,18 +46,18 @@ def print_findings(summary_path: Path) -> None:
     if summary.get("findings"):
         print("findings (95% interval of the statistic; the report states each rule):")
     for finding in summary.get("findings", []):
-        lo, hi = finding["ci"]
+        lo, hi = (_number(x) for x in finding["ci"])
         print(
             f"  {finding['verdict']:<13} {finding['finding']}: {finding['statistic']} = "
-            f"{finding['value']:+.3g} [{lo:+.3g}, {hi:+.3g}]"
+            f"{_number(finding['value'])} [{lo}, {hi}]"
         )
     check = summary.get("advice_check") or {}
     if check.get("per_task"):
         baselines = check["baselines"]
         print(
-            f"advice check (leave one task out): mean regret {check['mean_regret']:.2f} pp; "
-            f"always the overall best {baselines['overall_best']:.2f} pp, always zero-shot "
-            f"{baselines['zeroshot']:.2f} pp"
+            f"advice check (leave one task out): mean regret {_number(check['mean_regret'])} "
+            f"pp; always the overall best {_number(baselines['overall_best'])} pp, always "
+            f"zero-shot {_number(baselines['zeroshot'])} pp"
         )
 
 
