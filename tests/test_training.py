@@ -51,6 +51,20 @@ def run(tiny_clip_dir, data, out, method="full", resume=False, options=None, **t
     )
 
 
+def interrupt_after_epoch(monkeypatch, epoch: int):
+    """Make training stop (as Ctrl-C would) right after saving `epoch`'s checkpoint; returns
+    the real save_checkpoint."""
+    save = engine.save_checkpoint
+
+    def save_then_stop(folder, **kwargs):
+        save(folder, **kwargs)
+        if kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
+    return save
+
+
 def without_time(metrics):
     return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in metrics]
 
@@ -99,14 +113,7 @@ def test_resume_equals_an_uninterrupted_run(
     if stop_after == 2:  # the checkpoint then holds an earlier best epoch as well
         assert whole.metrics[2]["best_epoch"] == 1
 
-    save = engine.save_checkpoint
-
-    def save_then_stop(folder, **kwargs):
-        save(folder, **kwargs)
-        if kwargs["epoch"] == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
+    save = interrupt_after_epoch(monkeypatch, stop_after)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_clip_dir, colour_task, tmp_path / "cut", **options)
     assert not (tmp_path / "cut" / "trained.safetensors").exists()
@@ -329,14 +336,7 @@ def test_saved_tensors_are_the_best_epochs_not_the_last(
     monkeypatch.setattr(engine, "_validate", scripted_validate)
     out, options = tmp_path / "run", {"epochs": 4, "lr": 3e-3}
     if stop_after is not None:
-        save = engine.save_checkpoint
-
-        def save_then_stop(folder, **kwargs):
-            save(folder, **kwargs)
-            if kwargs["epoch"] == stop_after:
-                raise KeyboardInterrupt
-
-        monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
+        save = interrupt_after_epoch(monkeypatch, stop_after)
         with pytest.raises(KeyboardInterrupt):
             run(tiny_clip_dir, colour_task, out, **options)
         monkeypatch.setattr(engine, "save_checkpoint", save)
