@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,15 +164,30 @@ def _render_html(doc: _Document, title: str) -> str:
     )
 
 
+def _spec_where(study: Study) -> str:
+    """Where the spec came from, never as an absolute path of the machine that ran it: a spec
+    shipped with clipgauge by name, another relative to the study folder where it can be."""
+    path = study.info.get("spec_path")
+    if not path:
+        return "path not stored"
+    spec = Path(path)
+    if spec.parent.name == "specs" and spec.parent.parent.name == "study":
+        return "shipped with clipgauge"
+    try:
+        return os.path.relpath(spec, study.out_dir.resolve())
+    except ValueError:  # another drive (Windows)
+        return spec.name
+
+
 def _provenance(doc: _Document, study: Study, summary: pd.DataFrame) -> None:
     runs = study.runs
     status = runs["status"].value_counts()
     seeds = ", ".join(str(s) for s in study.seeds) or "none"
     doc.bullets(
         [
-            f"study folder: {study.out_dir}",
+            f"study folder: {study.out_dir.name}",
             f"databases: {', '.join(p.name for p in study.databases)}",
-            f"spec: {study.spec_name()} ({study.info.get('spec_path', 'path not stored')})",
+            f"spec: {study.spec_name()} ({_spec_where(study)})",
             f"model: {study.model_source() or 'not named in the spec'}, "
             f"fingerprint {study.model_fingerprint() or 'not stored'}",
             f"tasks ({len(study.tasks)}): {', '.join(study.tasks)}",
