@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.clipgauge-installed
 
-.PHONY: demo demo-full test lint bench world-table clean-venv
+.PHONY: demo demo-full test lint bench world-table mutants clean-venv
 
 $(STAMP): pyproject.toml
 	@# Reuse a torch that is already importable (e.g. your own CUDA build); else the pinned CPU build.
@@ -45,6 +45,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_methods.py
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_study_speed.py
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; docs/reliability.md).
+# Incremental: results are cached under mutants/; `rm -rf mutants` for a fresh run.
+MUTMUT_ARGS ?= --max-children 2
+mutants: $(STAMP)
+	$(VENV)/bin/mutmut run $(MUTMUT_ARGS)
+	$(VENV)/bin/mutmut results
 
 clean-venv:
 	rm -rf $(VENV)
