@@ -41,7 +41,7 @@ def test_training_and_evaluation_class_embeddings_are_identical(tiny_clip_dir):
     task = MethodTask.of(NAMES, TEMPLATES, bundle.tokenizer)
     tuned = method.prepare(copy.deepcopy(bundle.model), method.make_config(), task)
     assert method.trains_text_tower(tuned)
-    prompts = tokenize_class_prompts(bundle.tokenizer, NAMES, TEMPLATES, bundle.context_length)
+    prompts = tokenize_class_prompts(bundle.tokenize, NAMES, TEMPLATES)
     training = tuned.encode_classes(prompts)
     assert training.requires_grad
     assert torch.equal(training.detach(), measured)

@@ -2,6 +2,7 @@
 
 import copy
 import re
+from functools import partial
 
 import pytest
 import torch
@@ -37,7 +38,8 @@ def base_clip(tiny_clip_dir):
 def batch(tiny_clip_dir):
     """Random pixels, labels and tokenised class prompts for the tiny model."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_clip_dir)
-    prompts = tokenize_class_prompts(tokenizer, CLASSES, ["a photo of a {}."], 77)
+    tokenize = partial(tokenizer, padding=True, return_tensors="pt")
+    prompts = tokenize_class_prompts(tokenize, CLASSES, ["a photo of a {}."])
     generator = torch.Generator().manual_seed(0)
     return {
         "pixel_values": torch.randn(6, 3, 32, 32, generator=generator),

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from clipgauge.errors import ModelError
-from clipgauge.models import loading
+from clipgauge.models import hub, loading
 from clipgauge.models.loading import checkpoint_fingerprint, load_clip
 
 
@@ -89,7 +89,7 @@ def test_uncached_hub_id_fails_fast_offline(monkeypatch, tmp_path):
 def test_unreachable_hub_fails_fast(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ModelError, match="cannot be reached"):
         load_clip("someone/clip-that-is-not-cached")
 

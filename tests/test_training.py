@@ -148,15 +148,15 @@ def test_nan_loss_stops_with_the_step(tiny_clip_dir, colour_task, tmp_path, monk
     with pytest.raises(TrainingDivergedError, match=r"at step \d+ \(epoch 1"):
         run(tiny_clip_dir, colour_task, tmp_path / "huge", optimizer="sgd", lr=1e30)
 
-    real = engine.F.cross_entropy
+    real = engine.class_loss
     calls = []
 
-    def nan_on_fourth_batch(logits, labels, **kwargs):
+    def nan_on_fourth_batch(logits, labels, *args, **kwargs):
         calls.append(1)
-        loss = real(logits, labels, **kwargs)
+        loss = real(logits, labels, *args, **kwargs)
         return loss * float("nan") if len(calls) == 4 else loss
 
-    monkeypatch.setattr(engine.F, "cross_entropy", nan_on_fourth_batch)
+    monkeypatch.setattr(engine, "class_loss", nan_on_fourth_batch)
     # 12 training images in batches of 4: the fourth batch is the first of epoch 2.
     with pytest.raises(TrainingDivergedError, match=r"became nan at step 4 \(epoch 2, batch 1"):
         run(tiny_clip_dir, colour_task, tmp_path / "nan", val_fraction=0)
@@ -327,7 +327,7 @@ def test_saved_tensors_are_the_best_epochs_not_the_last(
     scripted = [(0.25, 2.0), (0.5, 1.0), (1.0, 0.5), (0.75, 0.2), (0.5, 0.1)]  # epochs 0..4
     seen: list[dict[str, torch.Tensor]] = []
 
-    def scripted_validate(accelerator, model, loader, class_embeds, input_key):
+    def scripted_validate(accelerator, model, loader, class_embeds, input_key, loss):
         module = getattr(model, "module", model)  # a DistributedDataParallel wrapper, if any
         named = module.named_parameters()
         seen.append({n: p.detach().clone() for n, p in named if p.requires_grad})

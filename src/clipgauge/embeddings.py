@@ -18,6 +18,7 @@ from clipgauge.data.dataset import ImageDataset
 from clipgauge.data.images import printable_path
 from clipgauge.encoding import encode_class_prompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError, DataError
+from clipgauge.models import backbone
 from clipgauge.models.loading import ClipBundle
 from clipgauge.pixels import PixelCache, item_pixels, usable_cache
 
@@ -124,7 +125,7 @@ def encode_images(
             chunks.append(F.normalize(emb.float(), dim=-1).cpu())
         bar.update(len(indices))
     bar.close()
-    dim = model.config.projection_dim
+    dim = backbone.embed_dim(model)
     embeds = torch.cat(chunks) if chunks else torch.zeros(0, dim)
     return embeds, kept, bad
 
@@ -137,18 +138,8 @@ def encode_texts(
     out = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start : start + batch_size])
-        tokens = bundle.tokenizer(
-            batch,
-            padding=True,
-            truncation=True,
-            max_length=bundle.context_length,
-            return_tensors="pt",
-        ).to(bundle.device)
-        emb = features(
-            bundle.model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            )
-        )
+        tokens = {k: v.to(bundle.device) for k, v in bundle.tokenize(batch).items()}
+        emb = features(bundle.model.get_text_features(**tokens))
         out.append(F.normalize(emb.float(), dim=-1).cpu())
     return torch.cat(out)
 
@@ -158,9 +149,7 @@ def encode_classes(
     bundle: ClipBundle, class_names: Sequence[str], templates: Sequence[str]
 ) -> torch.Tensor:
     """One normalised embedding per class (C x D, float32, CPU): see `clipgauge.encoding`."""
-    prompts = tokenize_class_prompts(
-        bundle.tokenizer, class_names, templates, bundle.context_length
-    ).to(bundle.device)
+    prompts = tokenize_class_prompts(bundle.tokenize, class_names, templates).to(bundle.device)
 
     def encode_text(input_ids, attention_mask):
         return bundle.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)

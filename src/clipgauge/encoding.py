@@ -2,13 +2,14 @@
 
 A class embedding is the renormalised mean over templates of the normalised text embeddings of
 "template filled with class" (a prompt ensemble). Prompts are tokenised once, padded to the
-longest, and encoded in fixed chunks of rows, so the same model and templates give the same
-bits whether the call runs under no_grad (measuring) or with gradients (training the text side).
+longest (CLIP) or to the context (SigLIP), and encoded in fixed chunks of rows, so the same
+model and templates give the same bits whether the call runs under no_grad (measuring) or
+with gradients (training the text side).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,14 +44,16 @@ class ClassPrompts:
         )
 
 
+Tokenize = Callable[[list[str]], Mapping[str, torch.Tensor]]
+
+
 def tokenize_class_prompts(
-    tokenizer, class_names: Sequence[str], templates: Sequence[str], context_length: int
+    tokenize: Tokenize, class_names: Sequence[str], templates: Sequence[str]
 ) -> ClassPrompts:
-    """Every class prompt through the model's tokenizer, padded to the longest prompt."""
+    """Every class prompt through `tokenize` (texts -> input_ids and attention_mask, padded as
+    the model family requires: `ClipBundle.tokenize` or `clipgauge.models.backbone.tokenize`)."""
     prompts = [p for row in class_prompts(class_names, templates) for p in row]
-    tokens = tokenizer(
-        prompts, padding=True, truncation=True, max_length=context_length, return_tensors="pt"
-    )
+    tokens = tokenize(prompts)
     return ClassPrompts(
         tokens["input_ids"], tokens["attention_mask"], len(templates), len(class_names)
     )

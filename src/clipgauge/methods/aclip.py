@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import CLIPModel
+from torch import nn
 
 from clipgauge.methods.base import (
-    BLOCK_PARAM,
-    TOWER_PREFIXES,
     TOWERS,
     Method,
     MethodError,
     MethodTask,
     TunedClip,
     check_choice,
+    chosen_towers,
     parse_blocks,
-    train_only,
+    train_roles,
 )
 from clipgauge.methods.registry import register
+from clipgauge.models.backbone import num_blocks
 
 PROJECTIONS = ("q", "k", "v")
 
@@ -52,29 +52,19 @@ class AClip(Method):
     description = "attention q/k/v projection weights"
 
     def prepare(
-        self, clip_model: CLIPModel, config: AClipConfig, task: MethodTask | None = None
+        self, clip_model: nn.Module, config: AClipConfig, task: MethodTask | None = None
     ) -> TunedClip:
-        layers = {
-            "vision_model": clip_model.config.vision_config.num_hidden_layers,
-            "text_model": clip_model.config.text_config.num_hidden_layers,
+        chosen = {
+            tower: parse_blocks(config.blocks, num_blocks(clip_model, tower), tower)
+            for tower in chosen_towers(config.towers)
         }
-        chosen = {}
-        for tower in ("image", "text"):
-            if config.towers in ("both", tower):
-                tower_module = TOWER_PREFIXES[tower].rstrip(".")
-                chosen[tower_module] = parse_blocks(config.blocks, layers[tower_module], tower)
-        wanted = {f"self_attn.{p}_proj.weight" for p in config.projections}
-
-        def selected(name: str) -> bool:
-            match = BLOCK_PARAM.match(name)
-            return (
-                match is not None
-                and match[1] in chosen
-                and int(match[2]) in chosen[match[1]]
-                and match[3] in wanted
-            )
-
-        train_only(clip_model, selected)
+        wanted = {f"{p}_weight" for p in config.projections}
+        train_roles(
+            clip_model,
+            lambda p: (
+                p.block is not None and p.block in chosen.get(p.tower, ()) and p.role in wanted
+            ),
+        )
         return TunedClip(clip_model)
 
 

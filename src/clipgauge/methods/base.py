@@ -22,15 +22,16 @@ from transformers import CLIPModel
 
 from clipgauge.encoding import ClassPrompts, encode_class_prompts, features
 from clipgauge.errors import ClipgaugeError
+from clipgauge.models import backbone
+from clipgauge.models.backbone import ParamRole
 
 TOWERS = ("both", "image", "text")
-TOWER_PREFIXES = {"image": "vision_model.", "text": "text_model."}
+TOWER_PREFIXES = {tower: module + "." for tower, module in backbone.TOWERS.items()}
 # Parameters that only shape text features: the engine recomputes class prompts when any trains.
 TEXT_SIDE_PREFIXES = ("clip.text_model.", "clip.text_projection.", "text_adapter.")
 # Parameters of the image tower itself: while none trains, its features of an image never change.
 IMAGE_TOWER_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 ADAPTER_PREFIXES = ("image_adapter.", "text_adapter.")
-BLOCK_PARAM = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.(.+)$")
 
 
 class MethodError(ClipgaugeError):
@@ -101,7 +102,7 @@ class TunedClip(nn.Module):
         class_embeds: torch.Tensor | None = None,
         tower_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Class logits: logit_scale.exp() * cos(image, class prompt), B x C.
+        """Class logits, B x C: logit_scale.exp() * cos(image, class prompt) (+ SigLIP's bias).
 
         Give either tokenised class `prompts` (text features computed, with gradients) or
         precomputed normalised `class_embeds`; and either `pixel_values` or the frozen image
@@ -116,7 +117,9 @@ class TunedClip(nn.Module):
             image = F.normalize(self.adapt_image(tower_features), dim=-1)
         else:
             image = F.normalize(self.get_image_features(pixel_values), dim=-1)
-        return self.logit_scale.exp() * image @ class_embeds.to(image.dtype).T
+        logits = self.logit_scale.exp() * image @ class_embeds.to(image.dtype).T
+        bias = getattr(self.clip, "logit_bias", None)  # SigLIP: the same for every class
+        return logits if bias is None else logits + bias
 
 
 def state_key(name: str) -> str:
@@ -134,11 +137,15 @@ def train_only(model: nn.Module, predicate: Callable[[str], bool]) -> None:
         param.requires_grad_(predicate(name))
 
 
-def tower_prefixes(towers: str) -> tuple[str, ...]:
-    """Parameter-name prefixes of the chosen towers (`both`, `image` or `text`)."""
-    if towers == "both":
-        return (TOWER_PREFIXES["image"], TOWER_PREFIXES["text"])
-    return (TOWER_PREFIXES[towers],)
+def train_roles(model: nn.Module, predicate: Callable[[ParamRole], bool]) -> None:
+    """Freeze every parameter of a CLIPModel or SiglipModel except those whose role (tower,
+    block, role: `clipgauge.models.backbone.role_of`) satisfies `predicate`."""
+    train_only(model, lambda name: predicate(backbone.role_of(name)))
+
+
+def chosen_towers(towers: str) -> tuple[str, ...]:
+    """The towers named by a `towers` option: ("image", "text") for `both`."""
+    return ("image", "text") if towers == "both" else (towers,)
 
 
 def parse_blocks(spec: str, num_layers: int, tower: str) -> set[int]:

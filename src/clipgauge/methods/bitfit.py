@@ -7,25 +7,24 @@ heads stay frozen, as in the study's configuration.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from transformers import CLIPModel
+from torch import nn
 
 from clipgauge.methods.base import (
-    BLOCK_PARAM,
     TOWERS,
     Method,
     MethodTask,
     TunedClip,
     check_choice,
-    tower_prefixes,
-    train_only,
+    chosen_towers,
+    train_roles,
 )
 from clipgauge.methods.registry import register
 
-BLOCK_BIASES = re.compile(
-    r"(self_attn\.(q_proj|k_proj|v_proj|out_proj)|layer_norm1|layer_norm2|mlp\.fc1|mlp\.fc2)\.bias"
+# Roles (clipgauge.models.backbone) of the biases inside a block.
+BLOCK_BIASES = frozenset(
+    f"{part}_bias" for part in ("q", "k", "v", "out", "norm1", "norm2", "mlp_in", "mlp_out")
 )
 
 
@@ -45,19 +44,13 @@ class BitFit(Method):
     description = "biases inside the transformer blocks"
 
     def prepare(
-        self, clip_model: CLIPModel, config: BitFitConfig, task: MethodTask | None = None
+        self, clip_model: nn.Module, config: BitFitConfig, task: MethodTask | None = None
     ) -> TunedClip:
-        prefixes = tower_prefixes(config.towers)
-
-        def selected(name: str) -> bool:
-            match = BLOCK_PARAM.match(name)
-            return (
-                match is not None
-                and name.startswith(prefixes)
-                and BLOCK_BIASES.fullmatch(match[3]) is not None
-            )
-
-        train_only(clip_model, selected)
+        towers = chosen_towers(config.towers)
+        train_roles(
+            clip_model,
+            lambda p: p.block is not None and p.tower in towers and p.role in BLOCK_BIASES,
+        )
         return TunedClip(clip_model)
 
 

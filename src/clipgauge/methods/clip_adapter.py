@@ -23,6 +23,7 @@ from clipgauge.methods.base import (
     train_only,
 )
 from clipgauge.methods.registry import register
+from clipgauge.models.backbone import embed_dim
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ClipAdapter(Method):
         self, clip_model: CLIPModel, config: ClipAdapterConfig, task: MethodTask | None = None
     ) -> TunedClip:
         train_only(clip_model, lambda name: False)
-        dim = clip_model.config.projection_dim
+        dim = embed_dim(clip_model)
         where = {"device": clip_model.logit_scale.device, "dtype": clip_model.logit_scale.dtype}
 
         def adapter(tower: str) -> Adapter | None:

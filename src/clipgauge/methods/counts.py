@@ -1,16 +1,16 @@
-"""Trainable and total parameter counts of every method for a CLIP architecture."""
+"""Trainable and total parameter counts of every method for a CLIP or SigLIP architecture."""
 
 from __future__ import annotations
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel, PretrainedConfig, SiglipModel
 
 from clipgauge.methods.base import count_parameters
 from clipgauge.methods.registry import get_method, method_names
 
 
 def parameter_counts(
-    clip_config: CLIPConfig, names: list[str] | None = None
+    clip_config: PretrainedConfig, names: list[str] | None = None
 ) -> dict[str, dict[str, int]]:
     """{method: {"trainable": n, "total": n}} with each method's default options.
 
@@ -21,7 +21,8 @@ def parameter_counts(
     for name in names or method_names():
         method = get_method(name)
         with torch.device("meta"):
-            tuned = method.prepare(CLIPModel(clip_config), method.make_config())
+            model_class = SiglipModel if clip_config.model_type == "siglip" else CLIPModel
+            tuned = method.prepare(model_class(clip_config), method.make_config())
         trainable, total = count_parameters(tuned)
         counts[name] = {"trainable": trainable, "total": total}
     return counts

@@ -1,4 +1,5 @@
-"""Build small CLIP checkpoints from scratch (random weights) as standard Hugging Face folders."""
+"""Build small CLIP and SigLIP checkpoints from scratch (random weights) as standard Hugging Face
+folders."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+)
 
 from clipgauge.models.tokenizer import build_word_tokenizer
 
@@ -111,3 +119,47 @@ def build_clip(out_dir: str | Path, words: Iterable[str], **options) -> Path:
     `options` are those of `new_clip` (sizes, context length, seed).
     """
     return save_clip(out_dir, *new_clip(words, **options))
+
+
+def new_siglip(
+    words: Iterable[str],
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    width: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    context_length: int = 16,
+    seed: int = 0,
+) -> tuple[SiglipModel, object, SiglipImageProcessor]:
+    """A random-weight SigLIP (seeded) with a word-level tokenizer and SigLIP's preprocessing
+    (squash to the square, mean and std 0.5)."""
+    tokenizer = build_word_tokenizer(words, max_length=context_length)
+    tower = dict(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+    )
+    config = SiglipConfig(
+        text_config=dict(
+            **tower,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=context_length,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        vision_config=dict(**tower, image_size=image_size, patch_size=patch_size),
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config)
+    processor = SiglipImageProcessor(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return model, tokenizer, processor
+
+
+def build_siglip(out_dir: str | Path, words: Iterable[str], **options) -> Path:
+    """Create a random-weight SigLIP with a word-level tokenizer and save it as an HF folder."""
+    return save_clip(out_dir, *new_siglip(words, **options))

@@ -16,6 +16,7 @@ from clipgauge.errors import ClipgaugeError
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+LOSSES = ("cross-entropy", "sigmoid")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "all")
 AUTO_PRESET = "auto"
 
@@ -36,6 +37,14 @@ class TrainConfig:
         default="adamw", metadata={"help": "adamw or sgd (with momentum)", "choices": OPTIMIZERS}
     )
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    loss: str = field(
+        default="cross-entropy",
+        metadata={
+            "help": "cross-entropy over the class prompts (the study's, also for SigLIP), or "
+            "sigmoid: SigLIP's pairwise sigmoid loss over image x class-prompt pairs",
+            "choices": LOSSES,
+        },
+    )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.01, metadata={"help": "decoupled (AdamW) or L2 (SGD)"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup, in optimizer steps"})
@@ -77,6 +86,7 @@ class TrainConfig:
                 raise TrainConfigError(message)
 
         check(self.optimizer in OPTIMIZERS, f"optimizer {self.optimizer!r}: use adamw or sgd")
+        check(self.loss in LOSSES, f"loss {self.loss!r}: use cross-entropy or sigmoid")
         check(self.schedule in SCHEDULES, f"schedule {self.schedule!r}: use cosine or constant")
         check(
             self.mixed_precision in MIXED_PRECISION,

@@ -1,9 +1,10 @@
 """The one training loop every method shares.
 
-loss = cross-entropy over logit_scale.exp() * cos(image, class prompt), one prompt per class and
-template (templates averaged per class). The method decides what trains; this loop only asks it
-whether the text side trains (then class prompts are re-encoded every step, with gradients) and
-how to copy out and restore its trained tensors (best epoch, checkpoints).
+loss = cross-entropy (or, with TrainConfig.loss, SigLIP's sigmoid) over logit_scale.exp() *
+cos(image, class prompt), one prompt per class and template (templates averaged per class).
+The method decides what trains; this loop only asks it whether the text side trains (then
+class prompts are re-encoded every step, with gradients) and how to copy out and restore its
+trained tensors (best epoch, checkpoints).
 
 Hugging Face accelerate places the model, runs mixed precision and gradient accumulation, and
 shards batches across processes, so `accelerate launch -m clipgauge finetune ...` works as is.
@@ -16,10 +17,10 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
@@ -29,9 +30,11 @@ from clipgauge.encoding import ClassPrompts, features, tokenize_class_prompts
 from clipgauge.errors import ClipgaugeError
 from clipgauge.interruption import pause_point
 from clipgauge.methods.base import Method, TunedClip
+from clipgauge.models import backbone
 from clipgauge.pixels import PixelCache, item_pixels, usable_cache
 from clipgauge.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from clipgauge.training.config import TrainConfig, TrainConfigError
+from clipgauge.training.losses import class_loss
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
@@ -142,7 +145,9 @@ def _loader(inputs: torch.utils.data.Dataset, config: TrainConfig, sampler=None)
 
 
 @torch.no_grad()
-def _validate(accelerator, model, loader, class_embeds, input_key) -> tuple[float, float]:
+def _validate(
+    accelerator, model, loader, class_embeds, input_key, loss: str = "cross-entropy"
+) -> tuple[float, float]:
     """(accuracy, mean loss) over a validation loader, gathered over processes."""
     model.eval()
     correct, loss_sum, count = 0, 0.0, 0
@@ -150,7 +155,7 @@ def _validate(accelerator, model, loader, class_embeds, input_key) -> tuple[floa
         logits = model(**{input_key: inputs}, class_embeds=class_embeds).float()
         logits, labels = accelerator.gather_for_metrics((logits, labels))
         correct += int((logits.argmax(dim=-1) == labels).sum())
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        loss_sum += float(class_loss(logits, labels, loss, reduction="sum"))
         count += len(labels)
     return correct / max(count, 1), loss_sum / max(count, 1)
 
@@ -232,6 +237,7 @@ class _Loop:
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    loss: str = "cross-entropy"  # TrainConfig.loss
 
 
 @dataclass
@@ -275,8 +281,9 @@ def _prepare_loop(
     `data` is (training, validation or None) images, `text` (tokenizer, templates)."""
     # A frozen image tower (CLIP-Adapter, head-only methods): train on its features, once.
     tokenizer, templates = text
-    context_length = int(tuned.config.text_config.max_position_embeddings)
-    prompts = tokenize_class_prompts(tokenizer, data[0].class_names, templates, context_length)
+    prompts = tokenize_class_prompts(
+        partial(backbone.tokenize, tuned, tokenizer), data[0].class_names, templates
+    )
     frozen_tower = trains_anything(tuned) and not method.trains_image_tower(tuned)
 
     def inputs(dataset: ImageDataset) -> torch.utils.data.Dataset:
@@ -322,6 +329,7 @@ def _prepare_loop(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         epochs=epochs,
+        loss=config.loss,
     )
 
 
@@ -363,7 +371,7 @@ def _train_epoch(loop: _Loop, epoch: int, progress: _Progress, class_embeds, bar
                 logits = model(**{loop.input_key: inputs}, prompts=loop.prompts)
             else:
                 logits = model(**{loop.input_key: inputs}, class_embeds=class_embeds)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = class_loss(logits.float(), labels, loop.loss)
             # Every process checks every process's loss, so all stop together.
             if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():
                 raise TrainingDivergedError(
@@ -465,7 +473,9 @@ def train(
         if embeds is None:
             with torch.no_grad(), accelerator.autocast():
                 embeds = loop.unwrapped.encode_classes(loop.prompts)
-        return _validate(accelerator, loop.model, loop.val_loader, embeds, loop.input_key)
+        return _validate(
+            accelerator, loop.model, loop.val_loader, embeds, loop.input_key, loop.loss
+        )
 
     state = (
         _resume(loop, method, run_dir) if resume else _fresh_start(loop, method, run_dir, validate)
