@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from clipgauge import __version__
-from clipgauge.cli import measure, report, study, training, world
+from clipgauge.cli import convert, measure, report, study, training, world
 from clipgauge.errors import ClipgaugeError
 
 # The order of `clipgauge --help`.
-COMMAND_MODULES = (measure, world, training, study, report)
+COMMAND_MODULES = (measure, world, training, convert, study, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

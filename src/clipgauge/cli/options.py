@@ -20,6 +20,13 @@ def csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+MODEL_HELP = (
+    "a Hugging Face CLIP or SigLIP checkpoint (hub id or local folder), "
+    "open_clip:<arch>:<weights.safetensors or pretrained tag>, open_clip:<folder>, or a "
+    f"packaged name (default: {DEFAULT_MODEL})"
+)
+
+
 def key_value(text: str) -> tuple[str, str]:
     """argparse type for KEY=VALUE."""
     key, sep, value = text.partition("=")
@@ -32,8 +39,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"HF CLIP checkpoint: hub id, local folder, or a packaged name (default: "
-        f"{DEFAULT_MODEL})",
+        help=MODEL_HELP,
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES)

@@ -12,6 +12,7 @@ from clipgauge import DEFAULT_MODEL
 from clipgauge.cli.options import (
     DATA_HELP,
     DTYPE_CHOICES,
+    MODEL_HELP,
     TEMPLATE_HELP,
     add_cache_options,
     cache_arg,
@@ -96,8 +97,11 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from clipgauge.training.export import export_run
 
-    out = export_run(args.run, args.out, wise_alpha=args.wise_alpha, device=args.device)
-    print(f"wrote {out} (loads with transformers.CLIPModel.from_pretrained)")
+    out = export_run(
+        args.run, args.out, wise_alpha=args.wise_alpha, device=args.device, fmt=args.format
+    )
+    loads = "open_clip:" + str(out) if (out / "open_clip_config.json").is_file() else str(out)
+    print(f"wrote {out} (clipgauge loads it as --model {loads})")
     return 0
 
 
@@ -150,7 +154,7 @@ def add_train_config_options(group) -> None:
 
 def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune CLIP with a method; writes a run folder")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="base CLIP checkpoint")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument(
         "--device",
         default=None,
@@ -227,7 +231,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write a run as a full merged Hugging Face checkpoint")
+    p = sub.add_parser("export", help="write a run as a full merged checkpoint (HF or open_clip)")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="new folder for the checkpoint")
     p.add_argument(
@@ -236,13 +240,19 @@ def _add_export(sub) -> None:
         default=None,
         help="WiSE-FT: (1-A) * zero-shot + A * fine-tuned weights, A in [0, 1]",
     )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["hf", "open_clip"],
+        help="checkpoint format (default: the base model's: open_clip for open_clip models)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_export)
 
 
 def _add_methods(sub) -> None:
     p = sub.add_parser("methods", help="fine-tuning methods with their parameter counts")
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--json", default=None, help='write {"method": {"trainable", "total"}} here')
     p.set_defaults(func=cmd_methods)
 

@@ -32,7 +32,10 @@ def rebuild_run(
             "`clipgauge finetune ... --resume`"
         )
     base = config["base_model"]
-    source = model or (base["path"] if Path(base["path"]).exists() else base["name"])
+    if base.get("format") == "open_clip":
+        source = model or base["spec"]
+    else:
+        source = model or (base["path"] if Path(base["path"]).exists() else base["name"])
     dtype = {str(v).removeprefix("torch."): k for k, v in DTYPES.items()}.get(base["dtype"])
     if dtype is None:
         raise RunError(f"{run_dir / CONFIG_FILE}: base_model.dtype {base['dtype']!r} is unknown")
