@@ -213,32 +213,39 @@ def method_table(study: Study | str | Path) -> str:
     return format_method_table(method_summary(study))
 
 
+SCORE_CRITERION = "balance score, the mean of ID gain, DG gain and -CF drop"
+
+
 def verdict_sentence(summary: pd.DataFrame, n_tasks: int) -> str:
-    """One sentence naming the best-balanced method, and how sure the seeds let us be."""
+    """One sentence naming the method the table ranks first by score, and how sure the seeds
+    let us be. It never calls a fine-tuning method best when zero-shot ranks above it."""
     ranked = summary[summary["score"].notna()]
     candidates = ranked[~ranked["baseline"]]
     if candidates.empty:
         return "No fine-tuning method has a finished run with a zeroshot baseline: no verdict."
     best_name = candidates.index[0]
     best = candidates.iloc[0]
-    text = (
-        f"Averaged across {n_tasks} task(s) and {int(best['n_seeds'])} seed(s), "
-        f"{best_name} gives the best balance of ID gain, DG gain and forgetting "
-        f"(score {_pp(best['score'])} pp"
-    )
-    text += "" if math.isnan(best["score_std"]) else f" ± {_pp(best['score_std'], False)}"
-    text += ")"
-    if len(candidates) > 1:
-        second_name, second = candidates.index[1], candidates.iloc[1]
-        gap = best["score"] - second["score"]
-        spread = np.nanmax([best["score_std"], second["score_std"], 0.0])
-        text += f", ahead of {second_name} ({_pp(second['score'])} pp)"
-        if math.isnan(best["score_std"]) or math.isnan(second["score_std"]):
-            text += "; with a single seed there is no spread to judge the gap by"
-        elif gap <= spread:
-            text += "; the gap is within the seed spread, so the two are not clearly apart"
+    spread = "" if math.isnan(best["score_std"]) else f" ± {_pp(best['score_std'], False)}"
+    averaged = f"Averaged across {n_tasks} task(s) and {int(best['n_seeds'])} seed(s)"
     baseline = summary[summary["baseline"]]
     base = baseline["score"].iloc[0] if len(baseline) else 0.0
     if not math.isnan(base) and best["score"] <= base:
-        text += "; no method beats leaving the model zero-shot on this score"
+        return (
+            f"{averaged}, no fine-tuning method beats leaving the model zero-shot on the "
+            f"{SCORE_CRITERION}; the best fine-tuning method, {best_name}, scores "
+            f"{_pp(best['score'])} pp{spread}."
+        )
+    text = (
+        f"{averaged}, {best_name} gives the best balance: it ranks first on the "
+        f"{SCORE_CRITERION} ({_pp(best['score'])} pp{spread})"
+    )
+    if len(candidates) > 1:
+        second_name, second = candidates.index[1], candidates.iloc[1]
+        gap = best["score"] - second["score"]
+        seed_spread = np.nanmax([best["score_std"], second["score_std"], 0.0])
+        text += f", ahead of {second_name} ({_pp(second['score'])} pp)"
+        if math.isnan(best["score_std"]) or math.isnan(second["score_std"]):
+            text += "; with a single seed there is no spread to judge the gap by"
+        elif gap <= seed_spread:
+            text += "; the gap is within the seed spread, so the two are not clearly apart"
     return text + "."
