@@ -21,6 +21,8 @@ NO_BROWSER = "CLIPGAUGE_NO_BROWSER"
 VIEWPORTS = [(1400, 900), (420, 800)]
 IMAGES_JS = """[...document.images].map(i => ({
     complete: i.complete, natural: i.naturalWidth, shown: i.getBoundingClientRect().width}))"""
+OPEN_DETAILS_JS = """(() => { const all = document.querySelectorAll('details');
+    all.forEach(d => { d.open = true; }); return all.length; })()"""
 HEADINGS_JS = "[...document.querySelectorAll('h1, h2, h3')].map(h => h.textContent.trim())"
 
 
@@ -69,6 +71,9 @@ def test_report_reads_in_a_browser(browser, report_url, width, height):
         "[document.documentElement.scrollWidth, window.innerWidth]"
     )
     assert scroll_width <= inner_width, f"the page scrolls sideways at {width} px"
+    opened = page.evaluate(OPEN_DETAILS_JS)  # the folded tables, too, scroll in their own box
+    assert opened >= 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= inner_width
     headings = page.evaluate(HEADINGS_JS)
     assert headings[1] == ANSWER_HEADING and headings[-1] == "Provenance", headings
     if width > COLUMN_PX + 40:  # room for the whole column: figures at their own size

@@ -71,7 +71,9 @@ def test_the_answer_comes_first_and_provenance_last(document):
     assert [b.kind for b in answer] == ["paragraph", "table", "paragraph"]
     text = answer[0].text
     assert "measured tiny zero-shot on 8 task(s)" in text
-    assert "**held** 7:" in text and "**inconclusive** 1: A-CLIP gives the best balance" in text
+    assert "**held** (7): ss measures difficulty better than ACS; LoRA forgets least;" in text
+    assert "**contradicted**: none." in text
+    assert "**inconclusive** (1): A-CLIP gives the best balance between DG and CF." in text
     terms = " ".join(document.sections[1].blocks[0].items)
     for term in ("**ID gain**", "**DG gain**", "**CF drop**", "**score**"):
         assert term in terms

@@ -84,8 +84,8 @@ def findings_sentence(findings: list[Finding]) -> str:
     groups = []
     for verdict in (HELD, CONTRADICTED, INCONCLUSIVE):
         names = [f.finding for f in findings if f.verdict == verdict]
-        listed = f": {'; '.join(names)}" if names else ""
-        groups.append(f"**{verdict}** {len(names)}{listed}.")
+        listed = f" ({len(names)}): {'; '.join(names)}" if names else ": none"
+        groups.append(f"**{verdict}**{listed}.")
     text = f"Of the {len(findings)} findings checked: " + " ".join(groups)
     if any("best" in f.finding.lower() for f in findings):
         text += (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import struct
 
 from jinja2 import Environment, PackageLoader
@@ -19,6 +20,8 @@ from clipgauge.report.document import Block, Collapsed, Document, Figure, Paragr
 # Width of the HTML text column in CSS px: a figure wider than this is scaled down to it.
 COLUMN_PX = 960
 SHORT_CELL_CHARS = 32  # table cells up to this long never wrap (see the template)
+# A number as the report writes it: signed, a p-value "< 0.001", an interval, maybe in bold.
+_NUMBER = re.compile(r"\**(?:[+-]?\d|< ?\d|n/a$|-$)")
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
 
@@ -67,6 +70,20 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
+def column_kinds(table: Table) -> list[str]:
+    """Per column, "num" when every filled cell is a number (right-aligned), else "text"."""
+    kinds = []
+    for j in range(len(table.headers)):
+        cells = [str(row[j]) for row in table.rows if str(row[j]).strip()]
+        numeric = j > 0 and cells and all(_NUMBER.match(c) for c in cells)
+        kinds.append("num" if numeric else "text")
+    return kinds
+
+
+def _cell_class(cell, kind: str) -> str:
+    return kind + (" short" if len(str(cell)) <= SHORT_CELL_CHARS else " prose")
+
+
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -80,9 +97,8 @@ def _environment() -> Environment:
     env.filters["inline"] = lambda text: Markup(_MARKDOWN.renderInline(str(text)))
     env.filters["data_uri"] = _data_uri
     env.filters["png_size"] = png_size
-    env.filters["cell_class"] = lambda cell: (
-        "short" if len(str(cell)) <= SHORT_CELL_CHARS else "prose"
-    )
+    env.filters["column_kinds"] = column_kinds
+    env.filters["cell_class"] = _cell_class
     return env
 
 
