@@ -18,6 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+try:  # transformers 5
+    from transformers.initialization import no_init_weights
+except ImportError:  # transformers 4
+    from transformers.modeling_utils import no_init_weights
+
 from clipgauge.errors import ModelError
 from clipgauge.models import hub
 from clipgauge.models import open_clip_format as ocf
@@ -219,7 +224,9 @@ def build_model(source: OpenClipSource, tokenizer) -> CLIPModel:
         state = {k.removeprefix("module."): v for k, v in state.items()}
     converted = ocf.to_hf_state(state, str(source.weights))
     config = ocf.hf_config(source.model_cfg, **_token_ids(source, tokenizer))
-    with quiet_transformers():
+    # Every parameter is overwritten by the strict load below: skip the random initialisation
+    # (2.4 s of a 4.7 s ViT-B/32 load here).
+    with quiet_transformers(), no_init_weights():
         model = CLIPModel(config)
     try:
         model.load_state_dict(converted, strict=True)
