@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -286,6 +286,34 @@ class Method:
                         f"expects {tuple(param.shape)}"
                     )
                 param.copy_(tensor.to(param.device, param.dtype))
+
+    def interpolate(
+        self,
+        tuned: TunedClip,
+        zero_shot: Mapping[str, torch.Tensor],
+        trained_keys: Iterable[str],
+        alpha: float,
+    ) -> None:
+        """WiSE-FT in place: move a trained model `alpha` of the way from the zero-shot model
+        (alpha 0 gives exactly the zero-shot model, alpha 1 exactly the trained one).
+
+        The default interpolates every trained tensor with its zero-shot value,
+        (1 - alpha) * zero-shot + alpha * trained, which is WiSE-FT for methods that train
+        CLIP's own weights. A method that adds modules overrides this and scales what it adds.
+        `zero_shot` is the base model's state dict; `trained_keys` the run's trained tensors.
+        """
+        params = {state_key(n): p for n, p in tuned.named_parameters()}
+        keys = list(trained_keys)
+        added = [k for k in keys if k not in zero_shot]
+        if added:
+            raise MethodError(
+                f"method {self.name} trains tensors the zero-shot model has not "
+                f"({', '.join(added[:3])}); it must define how to interpolate them"
+            )
+        with torch.no_grad():
+            for key in keys:
+                param = params[key]
+                param.copy_(torch.lerp(zero_shot[key].to(param), param, alpha))
 
     def merge(self, tuned: TunedClip) -> CLIPModel:
         """A plain CLIPModel with the same outputs; may consume `tuned`."""

@@ -79,6 +79,13 @@ class ClipAdapter(Method):
 
         return TunedClip(clip_model, image_adapter=adapter("image"), text_adapter=adapter("text"))
 
+    def interpolate(self, tuned, zero_shot, trained_keys, alpha: float) -> None:
+        """WiSE-FT for adapters: scale what they add, x + alpha * (adapter(x) - x), i.e. the
+        residual ratio times alpha (alpha 0: no adapter, the zero-shot model)."""
+        for adapter in (tuned.image_adapter, tuned.text_adapter):
+            if adapter is not None:
+                adapter.ratio *= alpha
+
     def merge(self, tuned: TunedClip) -> CLIPModel:
         raise NotMergeableError(
             "clip-adapter cannot be merged into a plain CLIPModel: its adapters are a non-linear "

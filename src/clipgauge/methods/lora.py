@@ -92,6 +92,14 @@ class Lora(Method):
         tuned.extras[PEFT_MODEL] = peft_model
         return tuned
 
+    def interpolate(self, tuned, zero_shot, trained_keys, alpha: float) -> None:
+        """WiSE-FT: scale each update B @ A by alpha (B *= alpha), which is exactly the
+        interpolation of the merged weights with the zero-shot ones."""
+        with torch.no_grad():
+            for name, param in tuned.named_parameters():
+                if ".lora_B." in name:
+                    param.mul_(alpha)
+
     def merge(self, tuned: TunedClip) -> CLIPModel:
         """Fold B @ A * scale into the base weights (peft merge_and_unload)."""
         return tuned.extras.pop(PEFT_MODEL).merge_and_unload()

@@ -67,6 +67,11 @@ def _wise(merged: CLIPModel, zero_shot: dict[str, torch.Tensor], alpha: float) -
     return merged
 
 
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise RunError(f"--wise-alpha {alpha} must be in [0, 1] (0 = zero-shot)")
+
+
 def merged_model(
     run_dir: str | Path,
     *,
@@ -89,8 +94,7 @@ def merged_model(
                 f"method {method.name} ({method.description}) leaves them unchanged, so there is "
                 "nothing to interpolate"
             )
-        if not 0.0 <= wise_alpha <= 1.0:
-            raise RunError(f"--wise-alpha {wise_alpha} must be in [0, 1] (0 = zero-shot)")
+        _check_alpha(wise_alpha)
     merged = method.merge(tuned)
     if wise_alpha is not None:
         merged = _wise(merged, zero_shot, wise_alpha)
@@ -111,14 +115,12 @@ def load_run(
     fingerprint combines the base fingerprint, method config and trained-tensor digest.
     """
     run_dir = Path(run_dir)
-    if wise_alpha is None:
-        config, bundle, _, tuned, _ = rebuild_run(run_dir, device, model)
-    else:
-        merged, bundle, config = merged_model(
-            run_dir, wise_alpha=wise_alpha, device=device, model=model
-        )
-        tuned = TunedClip(merged)
-    digest = trained_digest(read_trained_tensors(run_dir))
+    config, bundle, method, tuned, zero_shot = rebuild_run(run_dir, device, model)
+    trained = read_trained_tensors(run_dir)
+    if wise_alpha is not None:
+        _check_alpha(wise_alpha)
+        method.interpolate(tuned, zero_shot, trained.keys(), wise_alpha)
+    digest = trained_digest(trained)
     identity = json.dumps(
         [bundle.fingerprint, config["method"], digest, wise_alpha], sort_keys=True
     )
