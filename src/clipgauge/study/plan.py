@@ -106,6 +106,8 @@ def plan_runs(spec: StudySpec, bundle: ClipBundle, records: dict[str, dict]) -> 
     }
     if spec.forgetting_images_per_task is not None:  # only when set: older run ids stay valid
         common["eval"]["forgetting_images_per_task"] = spec.forgetting_images_per_task
+    if spec.wise_alphas:  # likewise
+        common["eval"]["wise_alphas"] = spec.wise_alphas
     runs: list[PlannedRun] = []
     for task, entry in spec.tasks.items():
         forgetting = [records[t] for t in spec.forgetting if t != task]

@@ -9,7 +9,10 @@ Per run (see `clipgauge.study.store` for what is stored):
   3. with the tuned model on the task's test images: the measures again (`measure_after`),
      in-domain accuracy (`id`, the train domains), domain generalization (`dg`, the other
      domains), and forgetting: every other forgetting task zero-shot, base model (`cf_before`,
-     cached) and tuned model (`cf_after`).
+     cached) and tuned model (`cf_after`),
+  4. with `eval.wise_alphas`, step 3's id, dg and cf_after again for the model moved `alpha`
+     of the way from the zero-shot to the fine-tuned one (`Method.interpolate`), stored under
+     the protocols `id@<alpha>`, `dg@<alpha>` and `cf_after@<alpha>` (`wise_protocol`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from clipgauge.measures import MEASURE_FIELDS, OVERALL, compute_measures, correc
 from clipgauge.methods import get_method
 from clipgauge.study.context import StudyContext
 from clipgauge.study.plan import PlannedRun
-from clipgauge.study.store import MetricRow, PredictionRow
+from clipgauge.study.store import MetricRow, PredictionRow, wise_protocol
 from clipgauge.training.checkpoint import CheckpointError
 from clipgauge.training.config import TrainConfig
 from clipgauge.training.finetuning import finetune
@@ -110,7 +113,7 @@ def metric_rows(protocol: str, task: str, rows: dict[str, dict]) -> list[MetricR
 
 def execute(context: StudyContext, run: PlannedRun) -> tuple[list[MetricRow], list[PredictionRow]]:
     """Train (unless the method trains nothing) and evaluate one run: its metric rows and
-    per-image prediction rows."""
+    per-image prediction rows (and those of each WiSE-FT alpha of the spec)."""
     rows = metric_rows("measure_before", run.task, base_results(context, run.task)[0])
     if not run.train_domains:  # an evaluation-only task: measured zero-shot, nothing else
         return rows, []
@@ -121,25 +124,51 @@ def execute(context: StudyContext, run: PlannedRun) -> tuple[list[MetricRow], li
         rows += metric_rows("cf_before", other, before)
         predictions += prediction_rows("cf_before", other, before_correct)
     if get_method(run.method).trains_nothing:
-        tuned, cached = context.bundle, True
+        tuned, cached, run_dir = context.bundle, True, None
     else:
-        tuned, cached = load_run(train(context, run)), False
+        run_dir = train(context, run)
+        tuned, cached = load_run(run_dir), False
         pause_point("run-trained")
     domains = context.task_domains(run.task)
     after = embeddings(context, tuned, run.task, cached)
-    held_out = [d for d in domains if d not in run.train_domains]
     rows += metric_rows("measure_after", run.task, measure_rows(after, domains))
-    rows += metric_rows("id", run.task, measure_rows(after, run.train_domains))
-    predictions += prediction_rows("id", run.task, correct_by_domain(after, run.train_domains))
+    evaluated = evaluate_tuned(context, run, tuned, cached, after)
+    rows, predictions = rows + evaluated[0], predictions + evaluated[1]
+    for alpha in context.spec.wise_alphas if run_dir is not None else []:
+        wise = load_run(run_dir, wise_alpha=alpha)
+        evaluated = evaluate_tuned(context, run, wise, False, alpha=alpha)
+        rows, predictions = rows + evaluated[0], predictions + evaluated[1]
+    return rows, predictions
+
+
+def evaluate_tuned(
+    context: StudyContext,
+    run: PlannedRun,
+    tuned,
+    cached: bool,
+    after: TaskEmbeddings | None = None,
+    alpha: float | None = None,
+) -> tuple[list[MetricRow], list[PredictionRow]]:
+    """ID, DG and forgetting (cf_after) of a run's model; under `wise_protocol` names for a
+    WiSE-FT `alpha`. `after` are the model's embeddings of the run's task, if already made."""
+
+    def name(protocol: str) -> str:
+        return protocol if alpha is None else wise_protocol(protocol, alpha)
+
+    domains = context.task_domains(run.task)
+    after = after if after is not None else embeddings(context, tuned, run.task, cached)
+    held_out = [d for d in domains if d not in run.train_domains]
+    rows = metric_rows(name("id"), run.task, measure_rows(after, run.train_domains))
+    predictions = prediction_rows(name("id"), run.task, correct_by_domain(after, run.train_domains))
     if held_out:
-        rows += metric_rows("dg", run.task, measure_rows(after, held_out))
-        predictions += prediction_rows("dg", run.task, correct_by_domain(after, held_out))
-    for other in others:
+        rows += metric_rows(name("dg"), run.task, measure_rows(after, held_out))
+        predictions += prediction_rows(name("dg"), run.task, correct_by_domain(after, held_out))
+    for other in (t for t in context.spec.forgetting if t != run.task):
         other_after = embeddings(context, tuned, other, cached, forgetting=True)
         other_domains = context.task_domains(other)
-        rows += metric_rows("cf_after", other, measure_rows(other_after, other_domains))
+        rows += metric_rows(name("cf_after"), other, measure_rows(other_after, other_domains))
         predictions += prediction_rows(
-            "cf_after", other, correct_by_domain(other_after, other_domains)
+            name("cf_after"), other, correct_by_domain(other_after, other_domains)
         )
     return rows, predictions
 

@@ -73,6 +73,7 @@ class StudySpec:
     split_seed: int = 0
     max_images_per_domain: int | None = None
     forgetting_images_per_task: int | None = None
+    wise_alphas: list[float] = field(default_factory=list)
     world: dict[str, int] = field(default_factory=dict)
     keep_weights: bool = False
     resources: RunResources = field(default_factory=RunResources)
@@ -358,6 +359,13 @@ SPEC_KEYS: tuple[SpecKey, ...] = (
         yaml_text(study_default("forgetting_images_per_task")),
         "at most this many test images of each other task when measuring forgetting, taken "
         "in turn from its domains and classes (null: all its test images)",
+    ),
+    SpecKey(
+        "eval.wise_alphas",
+        "list of numbers between 0 and 1",
+        yaml_text(study_default("wise_alphas")),
+        "WiSE-FT: also evaluate every fine-tuned run (ID, DG and forgetting) at these "
+        "interpolations between the zero-shot (0) and fine-tuned (1) model, with no retraining",
     ),
     SpecKey(
         "keep_weights",

@@ -45,6 +45,9 @@ Protocols (every row holds all MEASURE_FIELDS of `clipgauge.measures` as `name`)
   cf_before       eval_task = each OTHER task of the forgetting suite, every domain +
                   'overall'; the base model
   cf_after        the same with the tuned model; forgetting = cf_before - cf_after
+  id@A, dg@A, cf_after@A   with `eval.wise_alphas`: id, dg and cf_after of the model moved A
+                  of the way from zero-shot (0) to fine-tuned (1) (WiSE-FT), e.g. dg@0.5;
+                  also in predictions
 Accuracy is stored under the name `zero_shot_accuracy` for the tuned model too: it is the
 accuracy of classifying by cosine similarity to the class prompts, whatever the weights.
 Every evaluation uses the test side of the study's fixed train/test split. NaN is NULL.
@@ -104,6 +107,24 @@ MetricRow = tuple[str, str, str, str, float | None]
 # (protocol, eval_task, domain, per-image correct flags)
 PredictionRow = tuple[str, str, str, np.ndarray]
 PREDICTION_PROTOCOLS = ("id", "dg", "cf_before", "cf_after")
+# Protocols evaluated again for WiSE-FT interpolations, stored as "<protocol>@<alpha>".
+WISE_PROTOCOLS = ("id", "dg", "cf_after")
+
+
+def wise_protocol(protocol: str, alpha: float) -> str:
+    """The stored protocol name of `protocol` at WiSE-FT alpha, e.g. "dg@0.5"."""
+    return f"{protocol}@{alpha:g}"
+
+
+def parse_wise_protocol(name: str) -> tuple[str, float] | None:
+    """(protocol, alpha) of a `wise_protocol` name; None for any other protocol."""
+    protocol, sep, alpha = name.partition("@")
+    if not sep or protocol not in WISE_PROTOCOLS:
+        return None
+    try:
+        return protocol, float(alpha)
+    except ValueError:
+        return None
 
 
 def pack_correct(correct: np.ndarray) -> bytes:

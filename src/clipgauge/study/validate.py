@@ -276,16 +276,38 @@ class _Validator(_Checks):
         )
         return float(test_fraction), split_seed
 
-    def eval_options(self, value: Any, line: int | None) -> dict[str, int | None]:
-        """The eval caps by StudySpec field name (each an integer >= 1 or null)."""
+    def eval_options(self, value: Any, line: int | None) -> dict[str, Any]:
+        """The eval options by StudySpec field name: the caps (each an integer >= 1 or null)
+        and the WiSE-FT alphas."""
         evaluation = self.mapping(value, "eval", line, EVAL_KEYS)
-        caps = {}
+        caps: dict[str, Any] = {}
         for key in ("max_images_per_domain", "forgetting_images_per_task"):
             cap = evaluation.get(key, study_default(key))
             if cap is not None:
                 cap = self.integer(cap, f"eval.{key}", self.note(f"eval.{key}", evaluation, key), 1)
             caps[key] = cap
+        alphas_line = self.note("eval.wise_alphas", evaluation, "wise_alphas")
+        caps["wise_alphas"] = self.alphas(evaluation.get("wise_alphas", []), alphas_line)
         return caps
+
+    def alphas(self, value: Any, line: int | None) -> list[float]:
+        where = "eval.wise_alphas"
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(line, f"{where} must be a list of numbers in (0, 1), not {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int | float) or not 0 < item < 1:
+                raise self.fail(
+                    self.value_line(value, i),
+                    f"{where}[{i}] must be a number strictly between 0 (zero-shot) and 1 "
+                    f"(fine-tuned), not {item!r}",
+                )
+            out.append(float(item))
+        if len(set(out)) != len(out):
+            raise self.fail(line, f"{where} lists an alpha twice: {value}")
+        return sorted(out)
 
     def keep_weights(self, top) -> bool:
         keep_weights = top.get("keep_weights", study_default("keep_weights"))
