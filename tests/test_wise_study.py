@@ -70,3 +70,54 @@ def test_wise_alphas_are_sorted_and_validated(tmp_path, tiny_clip_dir):
         spec.write_text(text + f"eval:\n  wise_alphas: {bad}\n")
         with pytest.raises(SpecError, match=message):
             load_spec(spec)
+
+
+def test_curves_pair_each_alpha_with_the_same_baseline(study):
+    from clipgauge.analysis.bootstrap import bootstrap_outcomes
+    from clipgauge.analysis.load import load_study
+    from clipgauge.analysis.summary import run_outcomes
+    from clipgauge.analysis.wise import wise_curves, wise_study
+
+    folder = study.parent
+    curves = wise_curves(folder, n_boot=200)
+    assert curves.alphas == [0.0, 0.25, 0.75, 1.0]
+    assert set(curves.best) == {"bitfit", "clip-adapter"}
+    plain = bootstrap_outcomes(folder, n_boot=200).table()
+    for method in ("bitfit", "clip-adapter"):
+        mine = curves.table[curves.table["method"] == method].set_index("alpha")
+        assert list(mine.index) == [0.0, 0.25, 0.75, 1.0]
+        assert (mine.loc[0.0, ["id_gain", "dg_gain", "cf_drop"]] == 0).all()
+        # alpha 1 is the fine-tuned run: the same numbers as without the WiSE rows
+        for outcome in ("id_gain", "dg_gain", "cf_drop", "score"):
+            assert mine.loc[1.0, outcome] == pytest.approx(plain.loc[method, outcome])
+    # an alpha's gains are its accuracies minus the same zero-shot run's, computed by hand
+    outcomes = run_outcomes(wise_study(load_study(folder)))
+    rows = query(
+        study,
+        "SELECT run_id, protocol, value FROM metrics WHERE domain = 'overall' AND "
+        "name = 'zero_shot_accuracy' AND eval_task = (SELECT task FROM runs r WHERE "
+        "r.run_id = metrics.run_id) AND protocol IN ('id', 'id@0.25')",
+    )
+    accuracy = {(r, p): v for r, p, v in rows}
+    for row in outcomes[outcomes["method"] == "bitfit@0.25"].itertuples():
+        run_id = row.run_id.split("@")[0]
+        base = accuracy[(row.baseline_run_id, "id")]
+        assert row.id_gain == pytest.approx(accuracy[(run_id, "id@0.25")] - base)
+
+
+def test_report_and_summary_show_the_curves(study):
+    import json
+
+    from clipgauge.report import build_report
+
+    folder = study.parent
+    report = build_report(folder).read_text()
+    assert "## WiSE-FT: interpolating with the zero-shot model" in report
+    assert "figures/wise_ft_curves.png" in report
+    wise = json.loads((folder / "summary.json").read_text())["wise"]
+    assert wise["alphas"] == [0.0, 0.25, 0.75, 1.0]
+    for method in ("bitfit", "clip-adapter"):
+        entry = wise["methods"][method]
+        assert [point["alpha"] for point in entry["curve"]] == wise["alphas"]
+        assert entry["best_alpha"] in wise["alphas"]
+        assert entry["curve"][0]["cf_drop"] == {"mean": 0.0, "ci": [0.0, 0.0]}

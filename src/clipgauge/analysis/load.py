@@ -59,6 +59,9 @@ class Study:
     info: dict = field(default_factory=dict)
     databases: list[Path] = field(default_factory=list)
     run_database: dict[str, int] = field(default_factory=dict)
+    # Predictions of a study derived in memory (e.g. WiSE-FT alphas as runs of their own);
+    # None: read from the databases.
+    predictions: pd.DataFrame | None = None
 
     @property
     def spec(self) -> dict:
@@ -249,6 +252,8 @@ def load_predictions(study: Study) -> pd.DataFrame | None:
 
     None when no database of the study has a predictions table (written before it existed).
     """
+    if study.predictions is not None:
+        return study.predictions
     finished = set(study.finished["run_id"])
     frames, any_table = [], False
     for i, path in enumerate(study.databases):

@@ -25,6 +25,12 @@ regret. NaN is written as null. Exactly these keys:
                   "baselines": {"overall_best", "zeroshot"}}: the leave-one-task-out check of
                   the advice (advice_check.py); baselines hold the two fixed choices' mean
                   regrets
+  wise            null, or with `eval.wise_alphas` (wise.py): {"alphas": [0, ..., 1],
+                  "methods": {method: {"best_alpha": float, "curve": [{"alpha": float,
+                  "id_gain" | "dg_gain" | "cf_drop" | "score": {"mean", "ci"}}, ...],
+                  "best_minus_tuned": {outcome: {"mean", "ci"}}}}}: each fine-tuned method
+                  along the WiSE-FT interpolation, and its best alpha (by score) minus alpha 1,
+                  paired
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from clipgauge.analysis.bootstrap import OutcomeBootstrap
 from clipgauge.analysis.findings import Finding
 from clipgauge.analysis.load import Study
 from clipgauge.analysis.summary import OUTCOMES, per_task_outcomes, run_outcomes
+from clipgauge.analysis.wise import WiseCurves
 from clipgauge.cache import atomic_write_bytes
 
 SUMMARY_KEYS = (
@@ -51,6 +58,7 @@ SUMMARY_KEYS = (
     "methods",
     "findings",
     "advice_check",
+    "wise",
 )
 SUMMARY_FILE = "summary.json"
 
@@ -117,8 +125,35 @@ def _advice(check: AdviceCheck) -> dict:
     }
 
 
+def _interval(row, outcome: str) -> dict:
+    return {"mean": _pp(row[outcome]), "ci": [_pp(row[f"{outcome}_lo"]), _pp(row[f"{outcome}_hi"])]}
+
+
+def _wise(curves: WiseCurves | None) -> dict | None:
+    if curves is None:
+        return None
+    methods = {}
+    for method, alpha in curves.best.items():
+        mine = curves.table[curves.table["method"] == method].sort_values("alpha")
+        methods[str(method)] = {
+            "best_alpha": alpha,
+            "curve": [
+                {"alpha": float(row["alpha"]), **{o: _interval(row, o) for o in OUTCOMES}}
+                for _, row in mine.iterrows()
+            ],
+            "best_minus_tuned": {
+                o: _interval(curves.best_vs_tuned.loc[method], o) for o in OUTCOMES
+            },
+        }
+    return {"alphas": curves.alphas, "methods": methods}
+
+
 def study_summary(
-    study: Study, boot: OutcomeBootstrap, findings: list[Finding], check: AdviceCheck
+    study: Study,
+    boot: OutcomeBootstrap,
+    findings: list[Finding],
+    check: AdviceCheck,
+    wise: WiseCurves | None = None,
 ) -> dict:
     """The summary.json content (module docstring), JSON-safe."""
     measured = study.metrics.loc[study.metrics["protocol"] == "measure_before", "run_id"]
@@ -142,6 +177,7 @@ def study_summary(
             for f in findings
         ],
         "advice_check": _advice(check),
+        "wise": _wise(wise),
     }
     return _json_safe(summary)
 

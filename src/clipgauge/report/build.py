@@ -26,6 +26,7 @@ from clipgauge.analysis.load import Study, as_study
 from clipgauge.analysis.measure_contrast import MeasureContrast, compare_measures
 from clipgauge.analysis.study_summary import SUMMARY_FILE, study_summary, write_summary
 from clipgauge.analysis.summary import method_summary, per_task_outcomes, run_outcomes
+from clipgauge.analysis.wise import WiseCurves, wise_curves
 from clipgauge.cache import atomic_write_bytes
 from clipgauge.report import figures, sections
 from clipgauge.report.answer import answer_section
@@ -33,6 +34,7 @@ from clipgauge.report.definitions import DEFINITIONS
 from clipgauge.report.document import Bullets, Document, Figure
 from clipgauge.report.provenance import provenance_section
 from clipgauge.report.render import to_html, to_markdown
+from clipgauge.report.wise_section import wise_section
 
 CAPTIONS = {
     "outcomes": "ID gain, DG gain and CF drop per method (error bars: std over seeds)",
@@ -52,13 +54,15 @@ class _Checks:
     contrasts: list[MeasureContrast]
     findings: list[Finding]
     advice: AdviceCheck
+    wise: WiseCurves | None
 
 
 def _checks(study: Study) -> _Checks:
     boot = bootstrap_outcomes(study)
     contrasts = compare_measures(study, n_boot=boot.n_boot, seed=boot.seed)
     findings = study_findings(study, boot, contrasts, seed=boot.seed)
-    return _Checks(boot, contrasts, findings, check_advice(study))
+    wise = wise_curves(study, n_boot=boot.n_boot, seed=boot.seed)
+    return _Checks(boot, contrasts, findings, check_advice(study), wise)
 
 
 def _figures(study: Study, summary, correlations, tasks, domains) -> dict[str, Figure]:
@@ -95,6 +99,7 @@ def report_document(study: Study) -> tuple[Document, _Checks]:
     answer_section(doc, study, summary, checks.findings, verdicts[0])
     sections.findings_section(doc, checks.findings)
     sections.methods_section(doc, summary, checks.boot, blocks)
+    wise_section(doc, checks.wise)
     sections.measures_section(doc, correlations, verdicts, blocks["measures"])
     sections.contrast_section(doc, checks.contrasts)
     sections.outcome_correlations_section(doc, correlations)
@@ -119,6 +124,6 @@ def build_report(out_dir: Study | str | Path) -> Path:
     md_path = out_dir / "report.md"
     atomic_write_bytes(md_path, to_markdown(doc).encode("utf-8"))
     atomic_write_bytes(out_dir / "report.html", to_html(doc).encode("utf-8"))
-    content = study_summary(study, checks.boot, checks.findings, checks.advice)
+    content = study_summary(study, checks.boot, checks.findings, checks.advice, checks.wise)
     write_summary(out_dir / SUMMARY_FILE, content)
     return md_path

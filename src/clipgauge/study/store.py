@@ -75,6 +75,11 @@ from pathlib import Path
 import numpy as np
 
 from clipgauge.errors import ClipgaugeError
+from clipgauge.wise_protocols import (  # noqa: F401 - part of the store's vocabulary
+    WISE_PROTOCOLS,
+    parse_wise_protocol,
+    wise_protocol,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT);  -- 'spec' (resolved JSON), 'spec_path', 'shard' ("i/n"), 'clipgauge_version', 'created'
@@ -107,24 +112,6 @@ MetricRow = tuple[str, str, str, str, float | None]
 # (protocol, eval_task, domain, per-image correct flags)
 PredictionRow = tuple[str, str, str, np.ndarray]
 PREDICTION_PROTOCOLS = ("id", "dg", "cf_before", "cf_after")
-# Protocols evaluated again for WiSE-FT interpolations, stored as "<protocol>@<alpha>".
-WISE_PROTOCOLS = ("id", "dg", "cf_after")
-
-
-def wise_protocol(protocol: str, alpha: float) -> str:
-    """The stored protocol name of `protocol` at WiSE-FT alpha, e.g. "dg@0.5"."""
-    return f"{protocol}@{alpha:g}"
-
-
-def parse_wise_protocol(name: str) -> tuple[str, float] | None:
-    """(protocol, alpha) of a `wise_protocol` name; None for any other protocol."""
-    protocol, sep, alpha = name.partition("@")
-    if not sep or protocol not in WISE_PROTOCOLS:
-        return None
-    try:
-        return protocol, float(alpha)
-    except ValueError:
-        return None
 
 
 def pack_correct(correct: np.ndarray) -> bytes:
