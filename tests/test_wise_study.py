@@ -1,4 +1,4 @@
-"""WiSE-FT curves in studies: eval.wise_alphas evaluates every fine-tuned run again at each alpha."""
+"""WiSE-FT curves in studies: eval.wise_alphas evaluates each fine-tuned run at each alpha."""
 
 import pytest
 from tinystudy import query, write_tiny_study
