@@ -251,3 +251,36 @@ def test_load_trained_names_at_most_three_missing_keys(base_clip):
     with pytest.raises(MethodError) as error:
         method.load_trained(tuned, {**state, **extra})
     assert str(error.value).endswith("4 unexpected (e.g. ['extra0', 'extra1', 'extra2'])")
+
+
+# --- keyword arguments reach the Hugging Face model --------------------------------------------
+
+
+def test_image_features_pass_keyword_arguments_to_the_model(base_clip):
+    """interpolate_pos_encoding lets the tiny 32 x 32 model embed 64 x 64 images."""
+    tuned = TunedClip(copy.deepcopy(base_clip))
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = tuned.get_image_features(pixels, interpolate_pos_encoding=True)
+        expected = base_clip.get_image_features(pixel_values=pixels, interpolate_pos_encoding=True)
+    expected = getattr(expected, "pooler_output", expected)
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError):  # without it the model refuses the size
+        tuned.get_image_features(pixels)
+
+
+def test_text_features_pass_keyword_arguments_to_the_model(base_clip):
+    tuned = TunedClip(copy.deepcopy(base_clip))
+    seen = []
+    real = tuned.clip.get_text_features
+
+    def spy(**kwargs):
+        seen.append(sorted(kwargs))
+        return real(**kwargs)
+
+    tuned.clip.get_text_features = spy
+    input_ids = torch.tensor([[0, 5, 6, 1]])
+    with torch.no_grad():
+        tuned.get_text_features(input_ids, output_attentions=True, output_hidden_states=False)
+        tuned.get_image_features(torch.zeros(1, 3, 32, 32))
+    assert seen == [["attention_mask", "input_ids", "output_attentions", "output_hidden_states"]]
