@@ -140,6 +140,8 @@ def draws() -> tuple:
 
 
 def test_rng_states_restore_every_generator_through_json():
+    random.seed(1)
+    np.random.seed(2)
     random.gauss(0, 1)  # leaves a cached second normal in Python's state
     np.random.standard_normal()  # and in NumPy's
     states = json.loads(json.dumps(rng_states()))
