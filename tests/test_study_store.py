@@ -33,7 +33,7 @@ CONFIG = {"method": {"name": "bitfit"}, "seed": 1, "a": [2, 1]}
 
 @pytest.fixture
 def store(tmp_path):
-    store = StudyStore(tmp_path / "nested" / "study.sqlite")
+    store = StudyStore(tmp_path / "two" / "levels" / "study.sqlite")
     yield store
     store.close()
 
@@ -195,8 +195,10 @@ def test_reopening_keeps_the_data(tmp_path):
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "study.sqlite"
     path.write_bytes(b"not a database, " * 256)
-    with pytest.raises(ClipgaugeError, match=r"study.sqlite is not a usable study database \("):
+    with pytest.raises(ClipgaugeError) as err:
         StudyStore(path)
+    assert str(err.value).startswith(f"{path} is not a usable study database (")
+    assert str(err.value).endswith("); move it away or use another --out")
 
 
 def test_study_info_upserts_and_created_is_set_once(store):
@@ -380,8 +382,7 @@ def test_lock_names(tmp_path):
 
 
 def test_a_held_lock_refuses_a_second_writer_and_names_the_pid(tmp_path):
-    out = tmp_path / "new" / "study"
-    (tmp_path / "new").mkdir()
+    out = tmp_path / "new" / "study"  # neither folder exists yet
     with StudyLock(out, None) as lock:
         assert lock.path.read_text() == str(os.getpid())
         message = rf"^study folder {re.escape(str(out))} is in use by another clipgauge "
@@ -392,6 +393,7 @@ def test_a_held_lock_refuses_a_second_writer_and_names_the_pid(tmp_path):
     again = StudyLock(out, None).acquire()  # released on leaving the block
     again.release()
     again.release()  # a second release does nothing
+    StudyLock(out, (2, 2)).release()  # as does releasing a lock never acquired
 
 
 def test_a_lock_file_left_behind_is_rewritten(tmp_path):

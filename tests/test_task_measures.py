@@ -14,7 +14,8 @@ from clipgauge import __version__
 from clipgauge.cache import TensorCache
 from clipgauge.data.folders import from_domainbed
 from clipgauge.data.splits import split_train_test
-from clipgauge.embeddings import TaskEmbeddings
+from clipgauge.embeddings import TaskEmbeddings, embed_dataset
+from clipgauge.errors import DataError
 from clipgauge.measures import MEASURE_FIELDS, compute_measures
 from clipgauge.models.loading import load_clip
 from clipgauge.task_measures import (
@@ -195,6 +196,32 @@ def test_measure_opens_the_model_and_data_by_name(tiny_clip_dir, pacs):
     assert sorted(report.provenance["class_names"]) == ["cat", "puppy"]
     assert report.provenance["split"]["split"] == "all"
     assert report.provenance["from_cache"] is False
+
+
+def test_measure_defaults(tiny_clip_dir, pacs, capsys):
+    """The documented defaults: fp32, every image, seed 0 and a 0.2 test fraction for a
+    split, a progress bar, and a bad image stops the measurement."""
+    dataset = from_domainbed(pacs)
+    report = measure(str(tiny_clip_dir), dataset, domains=["art"], split="test", device="cpu")
+    assert report.provenance["model"]["dtype"] == "float32"
+    assert report.provenance["split"] == {"split": "test", "seed": 0, "test_fraction": 0.2}
+    _, test = split_train_test(dataset.select_domains(["art"]), test_fraction=0.2, seed=0)
+    assert report.rows["art"]["n_images"] == len(test) == 2
+    assert "%|" in capsys.readouterr().err  # tqdm's bar
+    (pacs / "art" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        measure(str(tiny_clip_dir), str(pacs), progress=False)
+
+
+def test_the_split_seed_decides_which_images_are_measured(bundle, pacs):
+    dataset = from_domainbed(pacs)
+    for seed in (0, 5):
+        report = measure(bundle, dataset, split="test", seed=seed, progress=False)
+        _, test = split_train_test(dataset, test_fraction=0.2, seed=seed)
+        reference = embed_dataset(bundle, test, ["a photo of a {}."], progress=False)
+        expected = compute_measures(reference.image_embeds, reference.text_embeds, reference.labels)
+        assert same_row(report.rows["overall"], expected)
+        assert report.provenance["data"]["fingerprint"] == test.fingerprint()
 
 
 def test_measure_all_domains_and_skip_bad_images(bundle, pacs):
