@@ -213,7 +213,7 @@ def test_measure_defaults(tiny_clip_dir, pacs, capsys):
         measure(str(tiny_clip_dir), str(pacs), progress=False)
 
 
-def test_the_split_seed_decides_which_images_are_measured(bundle, pacs):
+def test_the_split_seed_decides_which_images_are_measured(bundle, pacs, capsys):
     dataset = from_domainbed(pacs)
     for seed in (0, 5):
         report = measure(bundle, dataset, split="test", seed=seed, progress=False)
@@ -222,6 +222,7 @@ def test_the_split_seed_decides_which_images_are_measured(bundle, pacs):
         expected = compute_measures(reference.image_embeds, reference.text_embeds, reference.labels)
         assert same_row(report.rows["overall"], expected)
         assert report.provenance["data"]["fingerprint"] == test.fingerprint()
+    assert "%|" not in capsys.readouterr().err  # progress=False: no bar
 
 
 def test_measure_all_domains_and_skip_bad_images(bundle, pacs):
