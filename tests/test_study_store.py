@@ -22,10 +22,12 @@ from clipgauge.study.store import (
     database_paths,
     open_all,
     pack_correct,
+    parse_wise_protocol,
     shard_count,
     shard_label,
     sql_value,
     unpack_correct,
+    wise_protocol,
 )
 
 CONFIG = {"method": {"name": "bitfit"}, "seed": 1, "a": [2, 1]}
@@ -95,6 +97,19 @@ def test_pack_takes_any_truthy_values_and_unpack_stops_at_n():
     assert pack_correct([2, 0, -1, 0.5, 0, 0, 0, 0]) == b"\xb0"
     assert unpack_correct(b"\xff", 3).tolist() == [True, True, True]
     assert unpack_correct(b"\x80\x00", 9).tolist() == [True] + [False] * 8
+
+
+# --- WiSE-FT protocol names -------------------------------------------------------------------
+
+
+def test_wise_protocol_names():
+    assert wise_protocol("dg", 0.5) == "dg@0.5"
+    assert wise_protocol("id", 1.0) == "id@1" and wise_protocol("cf_after", 0.25) == "cf_after@0.25"
+    assert parse_wise_protocol("dg@0.5") == ("dg", 0.5)
+    assert parse_wise_protocol("cf_after@1") == ("cf_after", 1.0)
+    assert parse_wise_protocol("id@0") == ("id", 0.0)
+    for other in ("dg", "cf_before@0.5", "measure_after@1", "id@half", "id@", "@0.5", "dg0.5"):
+        assert parse_wise_protocol(other) is None
 
 
 # --- file names and canonical configs ---------------------------------------------------------
