@@ -376,3 +376,27 @@ def test_a_frozen_image_tower_trains_on_its_features_once(
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert not torch.equal(a[key], torch.zeros_like(a[key]))
+
+
+def test_a_run_records_what_auto_resolved_to(tiny_clip_dir, colour_task, tmp_path):
+    auto = run(tiny_clip_dir, colour_task, tmp_path / "auto", epochs=1)
+    stored = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert stored["train"]["mixed_precision"] == "auto" and stored["train"]["num_workers"] is None
+    assert stored["runtime"] == auto.config["runtime"]
+    assert stored["runtime"]["mixed_precision"] == "no"
+    assert stored["runtime"]["loader"]["num_workers"] == 0
+    given = run(
+        tiny_clip_dir,
+        colour_task,
+        tmp_path / "given",
+        epochs=1,
+        num_workers=1,
+        mixed_precision="no",
+    )
+    assert given.config["runtime"]["loader"] == {
+        "num_workers": 1,
+        "pin_memory": False,
+        "persistent_workers": True,
+        "prefetch_factor": None,
+    }
+    assert given.trained_digest == auto.trained_digest  # workers change speed, not results

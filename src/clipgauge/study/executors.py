@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from clipgauge.errors import ClipgaugeError
+from clipgauge.runtime import RUNS_PER_MACHINE_ENV, available_cores
 from clipgauge.study.context import StudyContext
 from clipgauge.study.plan import PlannedRun
 from clipgauge.study.protocols import RUNS_DIR, execute
@@ -153,8 +154,11 @@ def take_gpu(counter, gpus: list[str]) -> str | None:
 _WORKER: StudyContext | None = None
 
 
-def _init_worker(spec: StudySpec, out_dir: str, threads: int, gpus: list[str], counter) -> None:
+def _init_worker(
+    spec: StudySpec, out_dir: str, threads: int, gpus: list[str], counter, runs: int
+) -> None:
     take_gpu(counter, gpus)
+    os.environ[RUNS_PER_MACHINE_ENV] = str(runs)  # each run's loaders take their share of cores
     import torch
 
     global _WORKER
@@ -164,12 +168,6 @@ def _init_worker(spec: StudySpec, out_dir: str, threads: int, gpus: list[str], c
 
 def _worker_attempt(run: PlannedRun) -> RunOutcome:
     return attempt(_WORKER, run)
-
-
-def available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class ProcessExecutor:
@@ -187,7 +185,14 @@ class ProcessExecutor:
             max_workers=self.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self.spec, str(self.out_dir), threads, visible_gpus(), context.Value("i", 0)),
+            initargs=(
+                self.spec,
+                str(self.out_dir),
+                threads,
+                visible_gpus(),
+                context.Value("i", 0),
+                self.workers,
+            ),
         ) as pool:
             running = {}
             try:

@@ -15,7 +15,7 @@ from clipgauge.errors import ClipgaugeError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LOSSES = ("cross-entropy", "sigmoid")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "all")
 AUTO_PRESET = "auto"
@@ -62,15 +62,25 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata={"help": "images per batch and process"})
     grad_accum: int = field(default=1, metadata={"help": "batches per optimizer step"})
     mixed_precision: str = field(
-        default="no", metadata={"help": "no, bf16 or fp16 (GPU only)", "choices": MIXED_PRECISION}
+        default="auto",
+        metadata={
+            "help": "auto (bf16 on a GPU that supports it, else no), no, bf16 or fp16 (GPU "
+            "only); weights stay fp32",
+            "choices": MIXED_PRECISION,
+        },
     )
     seed: int = field(default=0, metadata={"help": "seeds initialisation and data order"})
     val_fraction: float = field(
         default=0.1, metadata={"help": "share of the training images held out for validation"}
     )
     val_max: int = field(default=5000, metadata={"help": "at most this many validation images"})
-    num_workers: int = field(
-        default=0, metadata={"help": "DataLoader workers", "aliases": ("--workers",)}
+    num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader workers decoding images; none: auto (on a GPU, this machine's "
+            "cores shared among its runs, at most 8; on the CPU, 0)",
+            "aliases": ("--workers",),
+        },
     )
     log_with: str | None = field(
         default=None,
@@ -90,7 +100,7 @@ class TrainConfig:
         check(self.schedule in SCHEDULES, f"schedule {self.schedule!r}: use cosine or constant")
         check(
             self.mixed_precision in MIXED_PRECISION,
-            f"mixed_precision {self.mixed_precision!r}: use no, bf16 or fp16",
+            f"mixed_precision {self.mixed_precision!r}: use auto, no, bf16 or fp16",
         )
         check(
             self.log_with is None or self.log_with in TRACKERS,
@@ -120,7 +130,10 @@ class TrainConfig:
             f"val_fraction must be in [0, 1) (0 = no validation), got {self.val_fraction}",
         )
         check(self.val_max >= 1, f"val_max must be at least 1, got {self.val_max}")
-        check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        check(
+            self.num_workers is None or self.num_workers >= 0,
+            f"num_workers must be >= 0, got {self.num_workers}",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

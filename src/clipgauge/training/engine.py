@@ -32,6 +32,7 @@ from clipgauge.interruption import pause_point
 from clipgauge.methods.base import Method, TunedClip
 from clipgauge.models import backbone
 from clipgauge.pixels import PixelCache, item_pixels, usable_cache
+from clipgauge.runtime import LoaderSettings, accelerator_type, loader_settings, mixed_precision
 from clipgauge.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from clipgauge.training.config import TrainConfig, TrainConfigError
 from clipgauge.training.losses import class_loss
@@ -63,16 +64,35 @@ class LabelledPixels(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def tower_features(
-    tuned: TunedClip, pixels: LabelledPixels, device, batch_size: int = 256
+    tuned: TunedClip,
+    pixels: LabelledPixels,
+    device,
+    batch_size: int = 256,
+    loader: LoaderSettings | None = None,
 ) -> torch.utils.data.TensorDataset:
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
-    """(image tower features, class index) of every item: what a frozen tower always gives."""
-    loader = torch.utils.data.DataLoader(pixels, batch_size=batch_size)
+    """(image tower features, class index) of every item: what a frozen tower always gives.
+
+    Computed in fp32 whatever the run's mixed precision: it is done once, so it costs little,
+    and every epoch trains on these features."""
+    options = loader.loader_kwargs(single_pass=True) if loader is not None else {}
+    batches = torch.utils.data.DataLoader(pixels, batch_size=batch_size, **options)
     out, labels = [], []
-    for batch, label in loader:
+    for batch, label in batches:
         out.append(features(tuned.clip.get_image_features(pixel_values=batch.to(device))).cpu())
         labels.append(label)
     return torch.utils.data.TensorDataset(torch.cat(out), torch.cat(labels))
+
+
+def resolve_runtime(config: TrainConfig, cpu: bool = False) -> dict:
+    """What the config's "auto" values settle to on this machine (config.json's `runtime`):
+    the device type, mixed precision and DataLoader settings."""
+    device_type = accelerator_type(cpu)
+    return {
+        "device_type": device_type,
+        "mixed_precision": mixed_precision(config.mixed_precision, device_type),
+        "loader": loader_settings(config.num_workers, device_type).to_dict(),
+    }
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -137,14 +157,14 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _loader(inputs: torch.utils.data.Dataset, config: TrainConfig, sampler=None):
+def _loader(
+    inputs: torch.utils.data.Dataset, batch_size: int, settings: LoaderSettings, sampler=None
+):
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
-    in_memory = isinstance(inputs, torch.utils.data.TensorDataset)
+    if isinstance(inputs, torch.utils.data.TensorDataset):  # in memory: nothing to decode
+        settings = LoaderSettings(0, settings.pin_memory, False, None)
     return torch.utils.data.DataLoader(
-        inputs,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=0 if in_memory else config.num_workers,
+        inputs, batch_size=batch_size, sampler=sampler, **settings.loader_kwargs()
     )
 
 
@@ -184,11 +204,11 @@ def _check_tracker(log_with: str | None) -> None:
         )
 
 
-def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool) -> Accelerator:
+def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool, precision: str) -> Accelerator:
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
     options = {
         "cpu": cpu,
-        "mixed_precision": config.mixed_precision,
+        "mixed_precision": precision,
         "gradient_accumulation_steps": config.grad_accum,
         "log_with": config.log_with,
         "project_dir": str(run_dir),
@@ -208,11 +228,11 @@ def _accelerator(config: TrainConfig, run_dir: Path, cpu: bool) -> Accelerator:
 
 
 def _start_accelerator(
-    config: TrainConfig, run_dir: Path, cpu: bool, tracker_config: dict | None
+    config: TrainConfig, run_dir: Path, cpu: bool, tracker_config: dict | None, runtime: dict
 ) -> Accelerator:
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
     _check_tracker(config.log_with)
-    accelerator = _accelerator(config, run_dir, cpu)
+    accelerator = _accelerator(config, run_dir, cpu, runtime["mixed_precision"])
     if config.log_with:
         hparams = tracker_config or config.to_dict()
         # Trackers (TensorBoard hparams) take only scalars.
@@ -283,11 +303,14 @@ def _prepare_loop(
     image_processor,
     config: TrainConfig,
     pixel_cache: PixelCache | None,
+    runtime: dict,
 ) -> _Loop:
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """Loaders, optimizer, schedule and step budget, with the model placed by accelerate.
 
-    `data` is (training, validation or None) images, `text` (tokenizer, templates)."""
+    `data` is (training, validation or None) images, `text` (tokenizer, templates), `runtime`
+    what `resolve_runtime` gives."""
+    settings = LoaderSettings(**runtime["loader"])
     # A frozen image tower (CLIP-Adapter, head-only methods): train on its features, once.
     tokenizer, templates = text
     prompts = tokenize_class_prompts(
@@ -298,13 +321,16 @@ def _prepare_loop(
     def inputs(dataset: ImageDataset) -> torch.utils.data.Dataset:
         pixels = LabelledPixels(dataset, image_processor, pixel_cache)
         if frozen_tower:  # one pass through the tower instead of one per epoch
-            return tower_features(tuned.to(accelerator.device), pixels, accelerator.device)
+            device = accelerator.device
+            return tower_features(tuned.to(device), pixels, device, loader=settings)
         return pixels
 
     train_set, val_set = data
     sampler = EpochShuffle(len(train_set), config.seed)
-    train_loader = _loader(inputs(train_set), config, sampler)
-    val_loader = _loader(inputs(val_set), config) if val_set is not None else None
+    train_loader = _loader(inputs(train_set), config.batch_size, settings, sampler)
+    val_loader = None
+    if val_set is not None:
+        val_loader = _loader(inputs(val_set), config.batch_size, settings)
     params = [p for p in tuned.parameters() if p.requires_grad]
     raw_optimizer = make_optimizer(params, config) if params else None
     if params:
@@ -462,6 +488,7 @@ def train(
     progress: bool = True,
     tracker_config: dict | None = None,
     pixel_cache: PixelCache | None = None,
+    runtime: dict | None = None,
 ) -> TrainOutcome:
     # pragma: no mutate block - training plumbing, run by tests/test_training.py
     """Train `tuned` (already prepared by `method`, seeded) and keep the best epoch's tensors.
@@ -469,12 +496,14 @@ def train(
     Writes `metrics.jsonl` and an epoch checkpoint into `run_dir`; `resume` continues from it.
     Best epoch: the highest validation accuracy (see `is_better`), else the last. `cpu` keeps
     training on the CPU; `pixel_cache` keeps preprocessed images across epochs and calls.
+    `runtime` is `resolve_runtime(config, cpu)`, resolved here when not given.
     """
     run_dir = Path(run_dir)
-    accelerator = _start_accelerator(config, run_dir, cpu, tracker_config)
+    runtime = runtime or resolve_runtime(config, cpu)
+    accelerator = _start_accelerator(config, run_dir, cpu, tracker_config, runtime)
     data, text = (train_set, val_set), (tokenizer, templates)
     loop = _prepare_loop(
-        accelerator, tuned, method, data, text, image_processor, config, pixel_cache
+        accelerator, tuned, method, data, text, image_processor, config, pixel_cache, runtime
     )
     trains_text = method.trains_text_tower(loop.unwrapped)
     fixed_class_embeds = None

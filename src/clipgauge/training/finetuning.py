@@ -25,7 +25,7 @@ from clipgauge.models.loading import ClipBundle, load_clip
 from clipgauge.pixels import PixelCache
 from clipgauge.prompts import templates_for
 from clipgauge.training.config import AUTO_PRESET, TrainConfig, resolve_train_config
-from clipgauge.training.engine import CHECKPOINT_DIR, train
+from clipgauge.training.engine import CHECKPOINT_DIR, resolve_runtime, train
 from clipgauge.training.run_folder import (
     CONFIG_FILE,
     RESULT_FILE,
@@ -133,10 +133,7 @@ def finetune(
     method_config = method_impl.make_config(method_options)
     # Loaded on the CPU: accelerate moves it to each process's own device.
     bundle = model if isinstance(model, ClipBundle) else load_clip(model, device="cpu", dtype=dtype)
-    if isinstance(train_config, TrainConfig):
-        config, preset_used = train_config, None
-    else:
-        config, preset_used = resolve_train_config(method, train_config, preset, bundle.name)
+    config, preset_used = _train_config(train_config, method, preset, bundle.name)
     train_set, val_set, data_record = _training_data(
         data, train_domains, split, test_fraction, split_seed, config
     )
@@ -151,6 +148,8 @@ def finetune(
         "templates": template_list,
         "preprocessing": preprocessing_config(bundle.image_processor),
         "base_model": bundle.provenance(),
+        # What "auto" options settled to on this machine (the `train` values are as asked).
+        "runtime": resolve_runtime(config, cpu=device == "cpu"),
     }
     _write_config(out, run_config, resume)
     clip_model = copy.deepcopy(bundle.model) if isinstance(model, ClipBundle) else bundle.model
@@ -172,9 +171,19 @@ def finetune(
         progress=progress,
         tracker_config={"method": method_impl.name, **config.to_dict()},
         pixel_cache=pixel_cache,
+        runtime=run_config["runtime"],
     )
     result = _write_result(out, method_impl.name, tuned, outcome, keep_checkpoint)
     return RunResult(run_dir=out, metrics=outcome.metrics, config=run_config, **result)
+
+
+def _train_config(
+    train_config: TrainConfig | Mapping[str, Any] | None, method: str, preset, model_name: str
+) -> tuple[TrainConfig, str | None]:
+    """A TrainConfig given is used as is; options are applied over the preset."""
+    if isinstance(train_config, TrainConfig):
+        return train_config, None
+    return resolve_train_config(method, train_config, preset, model_name)
 
 
 def _check_out(out: Path, resume: bool) -> None:
