@@ -13,13 +13,44 @@ from clipgauge.data.dataset import ImageDataset
 
 # 4 GiB: about 87,000 preprocessed 3 x 64 x 64 float32 images, or 21,000 at 224 x 224.
 DEFAULT_MAX_BYTES = 4 << 30
+# A JPEG is decoded at reduced scale (1/2, 1/4 or 1/8, Pillow's draft mode) only while its
+# shorter side stays at least this many times the resize target, so the processor's bicubic
+# resize still averages over >= 2 source pixels per output pixel: the preprocessed pixels stay
+# within a few levels of a full decode (tests/test_pixels.py) and decoding gets up to several
+# times faster (benchmarks/bench_datapath.py). None decodes every image in full.
+JPEG_DRAFT_FACTOR: int | None = 2
 
 
 def processor_settings(processor) -> dict:
-    """What decides the pixel values a processor gives (two equal dicts give equal pixels)."""
+    """What decides the pixel values a processor gives (two equal dicts give equal pixels),
+    including how JPEGs are decoded."""
     settings = processor.to_dict()
     settings.pop("processor_class", None)
-    return {"type": type(processor).__name__, **settings}
+    return {"type": type(processor).__name__, **decode_settings(), **settings}
+
+
+def decode_settings() -> dict:
+    """How image files are decoded, beyond the processor (stored with pixels and results)."""
+    return {"jpeg_draft_factor": JPEG_DRAFT_FACTOR}
+
+
+def resize_target(processor) -> int | None:
+    """The longest side the processor resizes to before cropping (its shortest-edge target,
+    or the larger of height and width); None when it does not resize."""
+    if not getattr(processor, "do_resize", True):
+        return None
+    size = getattr(processor, "size", None) or {}  # a dict or transformers' SizeDict
+    if size.get("shortest_edge"):
+        return int(size["shortest_edge"])
+    sides = [int(size.get(k)) for k in ("height", "width") if size.get(k)]
+    return max(sides) if sides else None
+
+
+def decode_min_side(processor, factor: int | None) -> int | None:
+    """The shorter side a reduced-scale decode must keep for `processor` with draft `factor`
+    (JPEG_DRAFT_FACTOR); None: full decode."""
+    target = resize_target(processor)
+    return None if factor is None or target is None else factor * target
 
 
 class PixelCache:
@@ -66,7 +97,7 @@ def item_pixels(
     `cache` must hold pixels of this processor's settings (`PixelCache.fits`)."""
     if cache is not None and (pixels := cache.get(dataset, index)) is not None:
         return pixels
-    image = dataset.load_image(index)
+    image = dataset.load_image(index, min_side=decode_min_side(processor, JPEG_DRAFT_FACTOR))
     pixels = processor(images=image, return_tensors="pt")["pixel_values"][0]
     if cache is not None:
         cache.put(dataset, index, pixels)

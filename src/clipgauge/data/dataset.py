@@ -44,8 +44,13 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def load_image(self, index: int) -> Image.Image:
-        return self.loader(self.items[index])
+    def load_image(self, index: int, min_side: int | None = None) -> Image.Image:
+        """The item's RGB image. With `min_side`, loaders marked `decodes_at_scale` (files)
+        may return a JPEG decoded at reduced scale whose shorter side is still >= `min_side`."""
+        item = self.items[index]
+        if min_side is not None and getattr(self.loader, "decodes_at_scale", False):
+            return self.loader(item, min_side=min_side)
+        return self.loader(item)
 
     @property
     def labels(self) -> list[int]:
