@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from clipgauge.encoding import encode_class_prompts, features, tokenize_class_pr
 from clipgauge.errors import ClipgaugeError, DataError
 from clipgauge.models import backbone
 from clipgauge.models.loading import ClipBundle
-from clipgauge.pixels import PixelCache, item_pixels, usable_cache
+from clipgauge.pixels import PixelCache, decode_settings, item_pixels, usable_cache
+from clipgauge.runtime import AUTO, LoaderSettings, autocast, loader_settings, mixed_precision
 
 PREPROCESSING_KEYS = (
     "do_resize",
@@ -42,6 +42,9 @@ def preprocessing_config(processor) -> dict:
     cfg = processor.to_dict()
     out = {k: cfg.get(k) for k in PREPROCESSING_KEYS}
     out["processor"] = type(processor).__name__
+    # JPEGs much larger than the input are decoded at reduced scale, at least this many times
+    # the resize target (pixels differ slightly from a full decode: results must not mix).
+    out.update(decode_settings())
     return out
 
 
@@ -73,13 +76,22 @@ def _collate(batch):
     return pixels, [i for _, i, _ in batch], errors
 
 
-def default_workers(n_items: int, device: torch.device) -> int:
-    """Workers only pay off when the model runs on an accelerator: on CPU, torch already uses
-    every core for the forward pass and decoding workers compete with it (measured in
-    benchmarks/bench_zeroshot.py)."""
-    if n_items < 256 or device.type == "cpu":
-        return 0
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
+def embedding_loader(n_items: int, num_workers: int | None, device: torch.device):
+    """Loader settings for one pass over `n_items` images. Workers only pay off when the model
+    runs on an accelerator: on CPU, torch already uses every core for the forward pass and
+    decoding workers compete with it (measured in benchmarks/bench_zeroshot.py); below 256
+    images starting them costs more than they save."""
+    if num_workers is None and n_items < 256:
+        num_workers = 0
+    return loader_settings(num_workers, device.type)
+
+
+def embedding_precision(requested: str, bundle: ClipBundle) -> str:
+    """The autocast of image embedding: "auto" is bf16 on a GPU that supports it when the
+    weights are fp32 (weights loaded in bf16 or fp16 already run at that precision)."""
+    if requested == AUTO and bundle.dtype != torch.float32:
+        return "no"
+    return mixed_precision(requested, bundle.device.type)
 
 
 @torch.no_grad()
@@ -92,22 +104,24 @@ def encode_images(
     skip_bad_images: bool = False,
     progress: bool = True,
     pixel_cache: PixelCache | None = None,
+    mixed_precision: str = AUTO,
 ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     """Normalised image embeddings (float32, CPU) for every readable item.
 
     Returns (embeddings, indices of the items embedded, [(path, reason)] of skipped items).
     Without `skip_bad_images`, the first unreadable image raises a DataError naming it.
+    `mixed_precision`: see `embedding_precision`.
     """
     cache = usable_cache(pixel_cache, bundle.image_processor)
     pixels_ds = _PixelDataset(dataset, bundle.image_processor, cache)
-    workers = default_workers(len(dataset), bundle.device) if num_workers is None else num_workers
+    settings: LoaderSettings = embedding_loader(len(dataset), num_workers, bundle.device)
     loader = torch.utils.data.DataLoader(
         pixels_ds,
         batch_size=batch_size,
-        num_workers=workers,
         collate_fn=_collate,
-        persistent_workers=False,
+        **settings.loader_kwargs(single_pass=True),
     )
+    precision = embedding_precision(mixed_precision, bundle)
     model = bundle.model
     chunks, kept, bad = [], [], []
     bar = tqdm(total=len(dataset), desc="images", unit="img", disable=not progress, leave=False)
@@ -120,8 +134,9 @@ def encode_images(
             else:
                 kept.append(i)
         if pixels is not None:
-            pixels = pixels.to(bundle.device, bundle.dtype)
-            emb = features(model.get_image_features(pixel_values=pixels))
+            pixels = pixels.to(bundle.device, bundle.dtype, non_blocking=settings.pin_memory)
+            with autocast(bundle.device, precision):
+                emb = features(model.get_image_features(pixel_values=pixels))
             chunks.append(F.normalize(emb.float(), dim=-1).cpu())
         bar.update(len(indices))
     bar.close()
@@ -185,6 +200,28 @@ class TaskEmbeddings:
         }
 
 
+def _cache_keys(
+    bundle: ClipBundle, dataset: ImageDataset, templates: Sequence[str], image_inputs: tuple
+) -> tuple[str, str]:
+    """(image key, text key); `image_inputs` is (data fingerprint, preprocessing, autocast,
+    skip_bad_images)."""
+    data_fingerprint, preprocessing, precision, skip_bad_images = image_inputs
+    model_id = {"fingerprint": bundle.fingerprint, "dtype": str(bundle.dtype)}
+    # Keys of fp32 embeddings stay as they were; class texts are always encoded in fp32.
+    image_model = model_id if precision == "no" else {**model_id, "autocast": precision}
+    image_key = cache_key(
+        kind="images",
+        model=image_model,
+        data=data_fingerprint,
+        preprocessing=preprocessing,
+        skip_bad_images=skip_bad_images,
+    )
+    text_key = cache_key(
+        kind="texts", model=model_id, classes=dataset.class_names, templates=list(templates)
+    )
+    return image_key, text_key
+
+
 def embed_dataset(
     bundle: ClipBundle,
     dataset: ImageDataset,
@@ -196,24 +233,20 @@ def embed_dataset(
     skip_bad_images: bool = False,
     progress: bool = True,
     pixel_cache: PixelCache | None = None,
+    mixed_precision: str = AUTO,
 ) -> TaskEmbeddings:
     """Image and class-text embeddings of a dataset, read from `cache` when already computed.
 
-    `pixel_cache` keeps preprocessed pixels in memory for the next call (a study's runs)."""
+    `pixel_cache` keeps preprocessed pixels in memory for the next call (a study's runs);
+    `mixed_precision` "auto" embeds images under bf16 autocast on a GPU that supports it
+    (recorded in the result's model provenance and cache key), "no" in fp32."""
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.source.get('root', '')} has no images to embed")
     preprocessing = preprocessing_config(bundle.image_processor)
-    model_id = {"fingerprint": bundle.fingerprint, "dtype": str(bundle.dtype)}
+    precision = embedding_precision(mixed_precision, bundle)
     data_fingerprint = dataset.fingerprint()
-    image_key = cache_key(
-        kind="images",
-        model=model_id,
-        data=data_fingerprint,
-        preprocessing=preprocessing,
-        skip_bad_images=skip_bad_images,
-    )
-    text_key = cache_key(
-        kind="texts", model=model_id, classes=dataset.class_names, templates=list(templates)
+    image_key, text_key = _cache_keys(
+        bundle, dataset, templates, (data_fingerprint, preprocessing, precision, skip_bad_images)
     )
     hit = cache.get("images", image_key) if cache is not None else None
     if hit is not None:
@@ -228,6 +261,7 @@ def embed_dataset(
             skip_bad_images=skip_bad_images,
             progress=progress,
             pixel_cache=pixel_cache,
+            mixed_precision=precision,
         )
         if cache is not None:
             cache.put(
@@ -256,7 +290,7 @@ def embed_dataset(
         paths=[it.path for it in items],
         templates=list(templates),
         preprocessing=preprocessing,
-        model=bundle.provenance(),
+        model={**bundle.provenance(), "autocast": precision},
         data={**dataset.source, "fingerprint": data_fingerprint, "n_items": len(dataset)},
         skipped=bad,
         from_cache=hit is not None,
