@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_methods.py
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_study_speed.py
+	$(PY) benchmarks/bench_datapath.py
 
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; docs/reliability.md).
 # Incremental: results are cached under mutants/; `rm -rf mutants` for a fresh run.

@@ -57,6 +57,9 @@ def test_the_byte_budget_and_other_processor_settings():
     assert usable_cache(cache, processor(48)) is None
 
 
+DRAFT = pixels.JPEG_DRAFT_FACTOR
+
+
 @pytest.fixture(scope="module")
 def large_jpegs(tmp_path_factory):
     """World images upscaled to camera-like sizes (500 x 375, 1024 x 768) and saved as JPEG."""
@@ -78,12 +81,12 @@ def with_draft(monkeypatch, factor, fn):
 
 
 def test_draft_decoded_pixels_stay_close_to_a_full_decode(large_jpegs, monkeypatch):
-    proc = load_clip("world-clip").image_processor  # 64 px: every image here is drafted
+    proc = load_clip("world-clip").image_processor  # 64 px: the 1024 x 768 images are drafted
 
     def all_pixels():
         return torch.stack([item_pixels(large_jpegs, i, proc) for i in range(len(large_jpegs))])
 
-    full, draft = (with_draft(monkeypatch, f, all_pixels) for f in (None, 2))
+    full, draft = (with_draft(monkeypatch, f, all_pixels) for f in (None, DRAFT))
     levels = ((full - draft) * torch.tensor(proc.image_std).view(1, 3, 1, 1) * 255).abs()
     # In 8-bit levels: on average under 1, at the 99th percentile under 10 (edges move most).
     assert 0 < levels.mean() < 1.0
@@ -97,15 +100,17 @@ def test_draft_decoding_keeps_zero_shot_predictions(large_jpegs, monkeypatch):
         emb = embed_dataset(bundle, large_jpegs, ["a {}."], progress=False, num_workers=0)
         return (emb.image_embeds @ emb.text_embeds.T).argmax(dim=1), emb.preprocessing
 
-    (full, full_prep), (draft, draft_prep) = (with_draft(monkeypatch, f, top1) for f in (None, 2))
+    (full, full_prep), (draft, draft_prep) = (
+        with_draft(monkeypatch, f, top1) for f in (None, DRAFT)
+    )
     assert (full == draft).float().mean() >= 0.99  # 500 images: benchmarks/bench_datapath.py
-    assert (full_prep["jpeg_draft_factor"], draft_prep["jpeg_draft_factor"]) == (None, 2)
+    assert (full_prep["jpeg_draft_factor"], draft_prep["jpeg_draft_factor"]) == (None, DRAFT)
 
 
 def test_draft_decoding_is_part_of_the_pixel_cache_settings(monkeypatch):
     proc = processor()
     cache = with_draft(monkeypatch, None, lambda: PixelCache(proc))
-    assert not with_draft(monkeypatch, 2, lambda: cache.fits(proc))
+    assert not with_draft(monkeypatch, DRAFT, lambda: cache.fits(proc))
 
 
 def test_draft_targets_follow_the_processor():

@@ -15,10 +15,11 @@ from clipgauge.data.dataset import ImageDataset
 DEFAULT_MAX_BYTES = 4 << 30
 # A JPEG is decoded at reduced scale (1/2, 1/4 or 1/8, Pillow's draft mode) only while its
 # shorter side stays at least this many times the resize target, so the processor's bicubic
-# resize still averages over >= 2 source pixels per output pixel: the preprocessed pixels stay
-# within a few levels of a full decode (tests/test_pixels.py) and decoding gets up to several
-# times faster (benchmarks/bench_datapath.py). None decodes every image in full.
-JPEG_DRAFT_FACTOR: int | None = 2
+# resize still averages over >= 3 source pixels per output pixel: the preprocessed pixels stay
+# within a few levels of a full decode (tests/test_pixels.py) and decoding gets several times
+# faster (benchmarks/bench_datapath.py, docs/benchmarks.md; 2 flipped 1.4% of world-clip's
+# near-tie zero-shot predictions, 3 none). None decodes every image in full.
+JPEG_DRAFT_FACTOR: int | None = 3
 
 
 def processor_settings(processor) -> dict:
