@@ -524,13 +524,12 @@ def train(
         with torch.no_grad(), accelerator.autocast():
             fixed_class_embeds = loop.unwrapped.encode_classes(loop.prompts)
     pause_point("train-start")
-    main = accelerator.is_main_process
     bar = tqdm(
         total=loop.epochs * loop.steps_per_epoch,
         initial=state.step,
         desc=f"{method.name}",
         unit="step",
-        disable=not (progress and main),
+        disable=not (progress and accelerator.is_main_process),
     )
     for epoch in range(state.start_epoch + 1, loop.epochs + 1):
         started = time.perf_counter()
@@ -542,13 +541,13 @@ def train(
         bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=_fmt(record.get("val_accuracy")))
         if config.log_with:
             accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=state.step)
-        if main:
+        if accelerator.is_main_process:
             _save_epoch(loop, method, run_dir, epoch, state)
         accelerator.wait_for_everyone()
         if state.step >= loop.total_steps:
             break
     bar.close()
-    if loop.epochs == 0 and main:
+    if loop.epochs == 0 and accelerator.is_main_process:
         _write_metrics(run_dir / METRICS_FILE, state.metrics)
     if config.log_with:
         accelerator.end_training()
