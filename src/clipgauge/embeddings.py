@@ -163,8 +163,13 @@ def encode_texts(
 def encode_classes(
     bundle: ClipBundle, class_names: Sequence[str], templates: Sequence[str]
 ) -> torch.Tensor:
-    """One normalised embedding per class (C x D, float32, CPU): see `clipgauge.encoding`."""
+    """One normalised embedding per class (C x D, float32, CPU): see `clipgauge.encoding`.
+
+    A fine-tuned model's own class encoder (`TunedClip.encode_classes`: a method's head or
+    learned prompts) is used when the model has one."""
     prompts = tokenize_class_prompts(bundle.tokenize, class_names, templates).to(bundle.device)
+    if hasattr(bundle.model, "encode_classes"):
+        return bundle.model.encode_classes(prompts).cpu()
 
     def encode_text(input_ids, attention_mask):
         return bundle.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)

@@ -28,7 +28,13 @@ from clipgauge.models.backbone import ParamRole
 TOWERS = ("both", "image", "text")
 TOWER_PREFIXES = {tower: module + "." for tower, module in backbone.TOWERS.items()}
 # Parameters that only shape text features: the engine recomputes class prompts when any trains.
-TEXT_SIDE_PREFIXES = ("clip.text_model.", "clip.text_projection.", "text_adapter.")
+# A task-specific class encoder (a head, learned prompt context) counts as text side too.
+TEXT_SIDE_PREFIXES = (
+    "clip.text_model.",
+    "clip.text_projection.",
+    "text_adapter.",
+    "class_encoder.",
+)
 # Parameters of the image tower itself: while none trains, its features of an image never change.
 IMAGE_TOWER_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 ADAPTER_PREFIXES = ("image_adapter.", "text_adapter.")
@@ -42,8 +48,41 @@ class NotMergeableError(MethodError):
     """The method's trained model cannot be written as a plain CLIPModel (the reason says why)."""
 
 
+class ClassEncoder(nn.Module):
+    """A task-specific replacement of the class prompts: class embeddings a method learns for
+    the classes of the task it was prepared for (a linear head, learned prompt context).
+
+    `mix` is WiSE-FT's alpha for it: 1 gives the learned class embeddings, 0 exactly the
+    zero-shot ones of the prompts asked for, and in between their interpolation, renormalised.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.mix = 1.0
+
+    def learned_classes(self, tuned: TunedClip) -> torch.Tensor:
+        """The learned class embeddings, C x D float32, L2-normalised."""
+        raise NotImplementedError
+
+    def forward(self, tuned: TunedClip, prompts: ClassPrompts) -> torch.Tensor:
+        if prompts.num_classes != self.num_classes:
+            raise MethodError(
+                f"this model's class encoder was trained for {self.num_classes} classes, not "
+                f"{prompts.num_classes}: embed another task's classes with the method's "
+                "other_task_view (clipgauge.training.other_task_bundle)"
+            )
+        if self.mix == 0.0:
+            return tuned.prompt_classes(prompts)
+        learned = self.learned_classes(tuned)
+        if self.mix == 1.0:
+            return learned
+        return F.normalize(torch.lerp(tuned.prompt_classes(prompts), learned, self.mix), dim=-1)
+
+
 class TunedClip(nn.Module):
-    """A CLIPModel plus optional adapters on its image and text embeddings.
+    """A CLIPModel plus optional adapters on its image and text embeddings, and optionally a
+    task-specific `class_encoder` that replaces the class prompts (see ClassEncoder).
 
     It quacks like a CLIPModel for `clipgauge.embeddings` (`get_image_features`,
     `get_text_features`, `logit_scale`, `config`), but returns plain feature tensors.
@@ -56,11 +95,13 @@ class TunedClip(nn.Module):
         clip: CLIPModel,
         image_adapter: nn.Module | None = None,
         text_adapter: nn.Module | None = None,
+        class_encoder: ClassEncoder | None = None,
     ):
         super().__init__()
         self.clip = clip
         self.image_adapter = image_adapter
         self.text_adapter = text_adapter
+        self.class_encoder = class_encoder
         self.extras: dict[str, Any] = {}
 
     @property
@@ -92,7 +133,14 @@ class TunedClip(nn.Module):
         return x if self.text_adapter is None else self.text_adapter(x)
 
     def encode_classes(self, prompts: ClassPrompts) -> torch.Tensor:
-        """Normalised class embeddings (C x D) by the one class-prompt encoder."""
+        """Normalised class embeddings (C x D): the class encoder's for its task when the
+        method has one, else the prompts' by the one class-prompt encoder."""
+        if self.class_encoder is not None:
+            return self.class_encoder(self, prompts)
+        return self.prompt_classes(prompts)
+
+    def prompt_classes(self, prompts: ClassPrompts) -> torch.Tensor:
+        """Normalised class embeddings (C x D) of the prompts through the text tower."""
         return encode_class_prompts(self.get_text_features, prompts)
 
     def forward(
@@ -262,13 +310,18 @@ class Method:
         whose parts depend on the task builds them with its own default task there."""
         raise NotImplementedError
 
+    def trained_parameters(self, tuned: TunedClip) -> dict[str, nn.Parameter]:
+        """The parameters training changes, by state key: those `prepare` left trainable."""
+        return trainable_by_key(tuned)
+
     def trained_state(self, tuned: TunedClip) -> dict[str, torch.Tensor]:
         """Copies (on CPU) of exactly the tensors training changed, by state key."""
-        return {k: p.detach().to("cpu", copy=True) for k, p in trainable_by_key(tuned).items()}
+        params = self.trained_parameters(tuned)
+        return {k: p.detach().to("cpu", copy=True) for k, p in params.items()}
 
     def load_trained(self, tuned: TunedClip, tensors: Mapping[str, torch.Tensor]) -> None:
         """Put tensors from `trained_state` back into a freshly prepared model."""
-        params = trainable_by_key(tuned)
+        params = self.trained_parameters(tuned)
         missing = sorted(set(params) - set(tensors))
         unexpected = sorted(set(tensors) - set(params))
         if missing or unexpected:
@@ -319,7 +372,30 @@ class Method:
         """A plain CLIPModel with the same outputs; may consume `tuned`."""
         if tuned.image_adapter is not None or tuned.text_adapter is not None:
             raise NotMergeableError(f"method {self.name} adds modules outside CLIPModel")
+        if tuned.class_encoder is not None:
+            raise NotMergeableError(
+                f"method {self.name} classifies with class embeddings it learned for its own "
+                "task's classes (a head or learned prompt context), which no CLIPModel "
+                "produces from class prompts. Use the run directly (`clipgauge evaluate --run`, "
+                "or clipgauge.training.load_run in Python)"
+            )
         return tuned.clip
+
+    def other_task_view(self, tuned: TunedClip) -> TunedClip:
+        """The model that embeds OTHER tasks' classes (forgetting; evaluating a run on another
+        dataset): the tuned model without its task-specific class encoder, so other tasks
+        are classified by their own prompts through the (possibly tuned) towers. Shares
+        every module with `tuned`."""
+        if tuned.class_encoder is None:
+            return tuned
+        return TunedClip(tuned.clip, tuned.image_adapter, tuned.text_adapter)
+
+    def on_epoch_start(self, tuned: TunedClip, epoch: int, epochs: int) -> float:
+        """Called by the engine before each training epoch (1-based, of `epochs`): a method
+        with phases sets which of its trained parameters train in this epoch
+        (requires_grad) and returns the epoch's learning-rate multiplier. It must depend
+        on (epoch, epochs) only, so a resumed run repeats it. Default: 1.0, no change."""
+        return 1.0
 
     def trains_image_tower(self, tuned: TunedClip) -> bool:
         """Whether anything inside the image tower trains (else its features are computed once

@@ -266,6 +266,8 @@ class _Loop:
     total_steps: int
     epochs: int
     loss: str = "cross-entropy"  # TrainConfig.loss
+    # The current epoch's learning-rate multiplier (Method.on_epoch_start); the schedule reads it.
+    lr_scale: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass
@@ -342,9 +344,10 @@ def _prepare_loop(
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch) if params else 0
     warmup = config.warmup_steps or int(config.warmup_ratio * total_steps)
+    lr_scale = [1.0]
 
     def schedule(step: int) -> float:
-        return lr_factor(step, warmup, total_steps, config.schedule)
+        return lr_factor(step, warmup, total_steps, config.schedule) * lr_scale[0]
 
     # Stepped by hand once per optimizer step (not prepared: accelerate would step it once
     # per process).
@@ -365,6 +368,7 @@ def _prepare_loop(
         total_steps=total_steps,
         epochs=epochs,
         loss=config.loss,
+        lr_scale=lr_scale,
     )
 
 
@@ -390,6 +394,17 @@ def _resume(loop: _Loop, method: Method, run_dir: Path) -> _Progress:
         progress.metrics = [m for m in map(json.loads, lines) if m["epoch"] <= epoch]
     set_rng_states(checkpoint["rng"])
     return progress
+
+
+def _start_epoch(loop: _Loop, method: Method, epoch: int) -> None:
+    """The method's phase for `epoch`: what trains, and the learning rate of its next step."""
+    loop.lr_scale[0] = method.on_epoch_start(loop.unwrapped, epoch, loop.epochs)
+    scheduler = loop.scheduler
+    # The lr of the next step is base * schedule(last_epoch): set it as the scheduler would.
+    for group, base, schedule in zip(
+        loop.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * schedule(scheduler.last_epoch)
 
 
 def _train_epoch(loop: _Loop, epoch: int, progress: _Progress, class_embeds, bar) -> float:
@@ -533,6 +548,7 @@ def train(
     )
     for epoch in range(state.start_epoch + 1, loop.epochs + 1):
         started = time.perf_counter()
+        _start_epoch(loop, method, epoch)
         train_loss = _train_epoch(loop, epoch, state, fixed_class_embeds, bar)
         record = {"epoch": epoch, "step": state.step, "train_loss": train_loss}
         record["lr"] = loop.scheduler.get_last_lr()[0]
