@@ -1,11 +1,13 @@
 """Fine-tuning methods: the registry matrix (every registered method) and per-method choices."""
 
 import copy
+import functools
 import re
 from functools import partial
 
 import pytest
 import torch
+from method_options import tiny_options
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
@@ -13,6 +15,7 @@ from clipgauge.cli import main
 from clipgauge.encoding import tokenize_class_prompts
 from clipgauge.methods import (
     MethodError,
+    MethodTask,
     NotMergeableError,
     TunedClip,
     count_parameters,
@@ -48,10 +51,20 @@ def batch(tiny_clip_dir):
     }
 
 
-def prepared(base_clip, name, seed=0, **options):
+@functools.cache
+def matrix_task(model_dir: str) -> MethodTask:
+    """The task every matrix model is prepared for (the engine always passes one)."""
+    return MethodTask.of(CLASSES, ["a photo of a {}."], AutoTokenizer.from_pretrained(model_dir))
+
+
+def prepared(base_clip, name, seed=0, task="default", **options):
+    """A method's model prepared for the matrix task (or `task`, None when counting)."""
     method = get_method(name)
     torch.manual_seed(seed)
-    return method, method.prepare(copy.deepcopy(base_clip), method.make_config(options))
+    config = method.make_config({**tiny_options(name), **options})
+    if task == "default":
+        task = matrix_task(base_clip.config._name_or_path)
+    return method, method.prepare(copy.deepcopy(base_clip), config, task)
 
 
 def logits(tuned, batch):
@@ -120,7 +133,8 @@ def test_merged_model_gives_the_same_logits(base_clip, batch, name):
         merged = method.merge(tuned)
     except NotMergeableError as err:
         assert name in str(err) and len(str(err)) > 80  # says why, not just "no"
-        assert not method.changes_base_weights
+        # Only added modules stop a merge: a task-specific class encoder, or adapters.
+        assert not method.changes_base_weights or tuned.class_encoder is not None
         return
     assert type(merged) is CLIPModel
     assert not any("lora" in n for n, _ in merged.named_parameters())
@@ -196,6 +210,9 @@ def expected_counts(cfg: CLIPConfig) -> dict[str, dict[str, int]]:
     rank = 16
     lora = lv * 2 * rank * (dv + dv) + lt * 2 * rank * (dt + dt)  # q and v, A and B
     adapters = 2 * (proj * (proj // 4) + (proj // 4) * proj)
+    head = 1000 * proj  # heads are counted for ImageNet's 1000 classes
+    image_tower = vision + dv * proj  # with its projection
+    context = 16 * dt  # CoOp: 16 context vectors of the text width
     return {
         "zeroshot": {"trainable": 0, "total": total},
         "full": {"trainable": total, "total": total},
@@ -207,6 +224,9 @@ def expected_counts(cfg: CLIPConfig) -> dict[str, dict[str, int]]:
         "lora": {"trainable": lora, "total": total + lora},
         "clip-adapter": {"trainable": adapters, "total": total + adapters},
         "aclip": {"trainable": 3 * lv * dv * dv + 3 * lt * dt * dt, "total": total},
+        "linear-probe": {"trainable": head, "total": total + head},
+        "lp-ft": {"trainable": image_tower + head, "total": total + head},
+        "coop": {"trainable": context, "total": total + context},
     }
 
 
@@ -219,13 +239,15 @@ def test_vitb32_parameter_counts():
     expected = expected_counts(cfg)
     assert expected["full"]["total"] == 151_277_313  # the published ViT-B/32 CLIP size
     assert expected["aclip"]["trainable"] == 30_670_848 == 12 * 3 * 768**2 + 12 * 3 * 512**2
+    assert expected["coop"]["trainable"] == 8_192 == 16 * 512
     assert parameter_counts(cfg) == expected
 
 
 def test_parameter_counts_on_meta_match_a_real_model(tiny_clip_dir, base_clip):
     counts = parameter_counts(base_clip.config)
     for name in METHODS:
-        _, tuned = prepared(base_clip, name)
+        method = get_method(name)
+        tuned = method.prepare(copy.deepcopy(base_clip), method.make_config(), None)
         trainable, total = count_parameters(tuned)
         assert counts[name] == {"trainable": trainable, "total": total}
 
@@ -346,6 +368,9 @@ def test_clip_adapter_shapes_and_mix(base_clip):
         ("clip-adapter", {"towers": "image"}, False),
         ("aclip", {"towers": "image"}, False),
         ("aclip", {"towers": "text"}, True),
+        ("linear-probe", {}, True),  # the head is the class side: asked every step, cheaply
+        ("lp-ft", {}, True),
+        ("coop", {}, True),
     ],
 )
 def test_trains_text_tower(base_clip, name, options, trains_text):
@@ -389,6 +414,9 @@ def test_which_methods_train_the_image_tower(base_clip):
         "lora": True,
         "clip-adapter": False,  # adapters sit after the tower: its features never change
         "aclip": True,
+        "linear-probe": False,  # image features are computed once; the head trains on them
+        "lp-ft": True,
+        "coop": False,
     }
     for name, trains in expected.items():
         method, tuned = prepared(base_clip, name)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from imagegen import write_image
+from method_options import tiny_options
 
 from clipgauge.embeddings import encode_classes, encode_texts
 from clipgauge.errors import ModelError
@@ -112,7 +113,7 @@ def test_every_method_trains_and_evaluates_on_siglip(method, siglip_dir, colours
         str(colours),
         ["photo"],
         method,
-        {},
+        tiny_options(method),
         config,
         tmp_path / "run",
         progress=False,

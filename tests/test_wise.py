@@ -4,6 +4,7 @@ and in between each method moves by the rule it documents (weights, LoRA updates
 import pytest
 import torch
 from imagegen import write_image
+from method_options import tiny_options
 
 from clipgauge.embeddings import encode_classes
 from clipgauge.methods import method_names
@@ -38,7 +39,16 @@ def outputs(bundle):
 def test_alpha_0_is_zero_shot_and_1_is_the_tuned_model(method, tiny_clip_dir, task, tmp_path):
     run_dir = tmp_path / method
     options = {"epochs": 1, "lr": 0.05, "batch_size": 4}
-    finetune(str(tiny_clip_dir), str(task), ["photo"], method, {}, options, run_dir, progress=False)
+    finetune(
+        str(tiny_clip_dir),
+        str(task),
+        ["photo"],
+        method,
+        tiny_options(method),
+        options,
+        run_dir,
+        progress=False,
+    )
     base = outputs(load_clip(str(tiny_clip_dir), device="cpu"))
     tuned = outputs(load_run(run_dir, device="cpu"))
     zero = outputs(load_run(run_dir, device="cpu", wise_alpha=0.0))

@@ -7,9 +7,11 @@ subclass ending in `register(...)`, and import it below. The test matrix covers 
 # isort: off
 # Import order is registration order, which is the order tables list the methods in.
 from clipgauge.methods import zeroshot, full, bitfit, lora, clip_adapter, aclip  # noqa: F401
+from clipgauge.methods import linear_probe, lp_ft, coop  # noqa: F401
 
 # isort: on
 from clipgauge.methods.base import (
+    ClassEncoder,
     Method,
     MethodError,
     MethodTask,
@@ -22,6 +24,7 @@ from clipgauge.methods.registry import baseline_method, get_method, method_names
 
 __all__ = [
     "baseline_method",
+    "ClassEncoder",
     "Method",
     "MethodError",
     "MethodTask",
