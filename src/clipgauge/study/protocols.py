@@ -33,7 +33,7 @@ from clipgauge.study.store import MetricRow, PredictionRow, wise_protocol
 from clipgauge.training.checkpoint import CheckpointError
 from clipgauge.training.config import TrainConfig
 from clipgauge.training.finetuning import finetune
-from clipgauge.training.load import load_run
+from clipgauge.training.load import load_run, other_task_bundle
 from clipgauge.training.run_folder import CONFIG_FILE, RESULT_FILE, TRAINED_FILE, RunError
 
 RUNS_DIR = "runs"
@@ -164,7 +164,7 @@ def evaluate_tuned(
         rows += metric_rows(name("dg"), run.task, measure_rows(after, held_out))
         predictions += prediction_rows(name("dg"), run.task, correct_by_domain(after, held_out))
     for other in (t for t in context.spec.forgetting if t != run.task):
-        other_after = embeddings(context, tuned, other, cached, forgetting=True)
+        other_after = embeddings(context, other_task_bundle(tuned), other, cached, True)
         other_domains = context.task_domains(other)
         rows += metric_rows(name("cf_after"), other, measure_rows(other_after, other_domains))
         predictions += prediction_rows(

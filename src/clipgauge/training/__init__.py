@@ -23,6 +23,7 @@ _EXPORTS = {
     "finetune": "finetuning",
     "load_run": "load",
     "merged_model": "load",
+    "other_task_bundle": "load",
 }
 
 __all__ = sorted(_EXPORTS)

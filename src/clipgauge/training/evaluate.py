@@ -12,7 +12,7 @@ from clipgauge.data.splits import select_split, split_train_test
 from clipgauge.embeddings import embed_dataset
 from clipgauge.prompts import load_templates
 from clipgauge.task_measures import MeasureReport, measure_embeddings
-from clipgauge.training.load import load_run
+from clipgauge.training.load import load_run, other_task_bundle
 from clipgauge.training.run_folder import read_run_config
 
 
@@ -37,6 +37,8 @@ def evaluate_run(
     `split="auto"` evaluates the run's training domains on the test side of the run's own
     train/test split (images it never saw) and every other domain on all its images;
     `all`, `train` and `test` apply to every domain alike. Templates default to the run's.
+    A dataset with other classes than the run's is embedded with the method's
+    `other_task_view` (a head or learned prompts only know the run's own classes).
     """
     bundle = load_run(run_dir, device, model=model, wise_alpha=wise_alpha)
     config = read_run_config(Path(run_dir))
@@ -60,6 +62,8 @@ def evaluate_run(
         split_options["note"] = "run trained on all images; its training domains include them"
     else:
         dataset = select_split(dataset, split, **split_options)
+    if list(dataset.class_names) != list(record["class_names"]):  # another task's classes
+        bundle = other_task_bundle(bundle)
     template_list = load_templates(templates) if templates else config["templates"]
     embeddings = embed_dataset(
         bundle,

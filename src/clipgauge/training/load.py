@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -141,4 +142,24 @@ def load_run(
             "wise_alpha": wise_alpha,
             "base_model": bundle.provenance(),
         },
+    )
+
+
+def other_task_bundle(bundle: ClipBundle) -> ClipBundle:
+    """The bundle that embeds OTHER tasks' classes with a run's model (forgetting, a run
+    evaluated on another dataset): its method's `other_task_view`, which leaves out what the
+    method learned for its own task's classes (a head, learned prompt context). Any other
+    bundle comes back as is."""
+    method = bundle.info.get("method") if isinstance(bundle.model, TunedClip) else None
+    if not method:
+        return bundle
+    view = get_method(method["name"]).other_task_view(bundle.model)
+    if view is bundle.model:
+        return bundle
+    identity = json.dumps([bundle.fingerprint, "other-task-view"])
+    return dataclasses.replace(
+        bundle,
+        model=view,
+        fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16],
+        info={**bundle.info, "other_task_view": True},
     )
