@@ -79,7 +79,9 @@ def worker(spec: str, method_name: str, warmup: int, steps: int, batch: int) -> 
     labels = torch.randint(0, NUM_CLASSES, (batch,))
     row = {"trainable": trainable, "total": total, "base_peak_mb": base_peak}
     params = [p for p in tuned.parameters() if p.requires_grad]
-    if not params:
+    # Heads and learned prompts need a real task (tokenizer, class names): see
+    # bench_linear_probe.py, which times them through the engine.
+    if not params or tuned.class_encoder is not None:
         return {**row, "step_s": None, "optim_bytes": 0, "peak_mb": peak_rss_mb()}
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     trains_text = method.trains_text_tower(tuned)

@@ -16,14 +16,16 @@ TERMS = [
 ]
 
 DEFINITIONS = [
-    "Accuracies are zero-shot (class-prompt) accuracies on test splits; gains and drops are in "
-    "accuracy points (pp).",
+    "Accuracies are class-prompt accuracies on test splits (a method with a head or learned "
+    "prompts classifies its own task with those); gains and drops are in accuracy points (pp).",
     "Baseline: the `zeroshot` run (no training) of the same task, train domains and seed.",
     "ID gain: accuracy on the test split of the train domains, minus the baseline's.",
     "DG gain: accuracy on the test split of the task's other domains, minus the baseline's "
     "(n/a for a task with one domain).",
     "CF drop: mean over the forgetting suite of zero-shot accuracy before minus after "
-    "fine-tuning; positive means the model forgot.",
+    "fine-tuning, each task with its own prompts through the tuned towers (a method's head or "
+    "learned prompts are left out: they only know the task trained on); positive means the "
+    "model forgot.",
     "Score: mean of ID gain, DG gain and -CF drop over those available, per run. Per method, "
     "each value is averaged over train-domain choices, then over tasks, once per seed; the "
     "table shows the mean over seeds, ± the standard deviation over seeds.",
