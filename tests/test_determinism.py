@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 from imagegen import make_domainbed
+from method_options import tiny_options
 from tinystudy import metric_rows, query, write_tiny_study
 
 from clipgauge.cli import main
@@ -54,6 +55,7 @@ def finetune_run(capsys, model, data, out: Path, method: str, seed: int) -> dict
         *("finetune", "--model", model, "--data", data, "--train-domains", "photo"),
         *("--method", method, "--seed", seed, "--epochs", "2", "--batch-size", "4"),
         *("--lr", "1e-3", "--device", "cpu", "--out", out, "--no-progress"),
+        *(f"--method-opt={k}={v}" for k, v in tiny_options(method).items()),
     )
     result = json.loads((out / "result.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

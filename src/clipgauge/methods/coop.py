@@ -88,7 +88,7 @@ def context_prompts(clip_model, tokenizer, class_names, n_ctx: int):
     `start` the position of the first of the n_ctx placeholders."""
     texts = [" ".join([PLACEHOLDER] * n_ctx) + f" {name}." for name in class_names]
     length = backbone.context_length(clip_model)
-    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    longest = max(len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"])
     if longest > length:
         raise MethodError(
             f"n_ctx={n_ctx} context vectors and the longest class name take {longest} tokens, "
