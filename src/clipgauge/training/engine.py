@@ -539,13 +539,7 @@ def train(
         with torch.no_grad(), accelerator.autocast():
             fixed_class_embeds = loop.unwrapped.encode_classes(loop.prompts)
     pause_point("train-start")
-    bar = tqdm(
-        total=loop.epochs * loop.steps_per_epoch,
-        initial=state.step,
-        desc=f"{method.name}",
-        unit="step",
-        disable=not (progress and accelerator.is_main_process),
-    )
+    bar = _progress_bar(loop, method, state, show=progress and accelerator.is_main_process)
     for epoch in range(state.start_epoch + 1, loop.epochs + 1):
         started = time.perf_counter()
         _start_epoch(loop, method, epoch)
@@ -568,6 +562,11 @@ def train(
     if config.log_with:
         accelerator.end_training()
     return state.outcome(str(accelerator.device))
+
+
+def _progress_bar(loop: _Loop, method: Method, state: _Progress, show: bool):
+    total = loop.epochs * loop.steps_per_epoch
+    return tqdm(total=total, initial=state.step, desc=method.name, unit="step", disable=not show)
 
 
 def _fmt(value: float | None) -> str:
