@@ -284,3 +284,116 @@ def test_text_features_pass_keyword_arguments_to_the_model(base_clip):
         tuned.get_text_features(input_ids, output_attentions=True, output_hidden_states=False)
         tuned.get_image_features(torch.zeros(1, 3, 32, 32))
     assert seen == [["attention_mask", "input_ids", "output_attentions", "output_hidden_states"]]
+
+
+# --- SigLIP's logit bias, WiSE-FT interpolation, task-specific class encoders ----------------
+
+
+def test_forward_adds_a_models_logit_bias(base_clip):
+    clip = copy.deepcopy(base_clip)
+    clip.logit_bias = torch.nn.Parameter(torch.tensor([-2.5]))
+    tuned = TunedClip(clip)
+    features = torch.randn(2, 32, generator=torch.Generator().manual_seed(3))
+    class_embeds = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    with torch.no_grad():
+        got = tuned(tower_features=features, class_embeds=class_embeds)
+        unit = features / features.norm(dim=1, keepdim=True)
+        expected = clip.logit_scale.exp() * unit @ class_embeds.T - 2.5
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_default_interpolation_is_a_lerp_of_the_trained_tensors_only(base_clip):
+    method = get_method("bitfit")
+    tuned = method.prepare(copy.deepcopy(base_clip), method.make_config({}))
+    zero_shot = {k: v.clone() for k, v in base_clip.state_dict().items()}
+    params = dict(tuned.named_parameters())
+    trained = [
+        "vision_model.encoder.layers.0.mlp.fc1.bias",
+        "text_model.encoder.layers.1.layer_norm2.bias",
+    ]
+    frozen = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    with torch.no_grad():
+        for key in trained:
+            params["clip." + key].add_(4.0)
+        params["clip." + frozen].add_(4.0)  # not named as trained: must stay as it is
+    before_frozen = params["clip." + frozen].detach().clone()
+    method.interpolate(tuned, zero_shot, trained, 0.25)
+    for key in trained:
+        assert torch.allclose(params["clip." + key], zero_shot[key] + 1.0, atol=1e-6)
+    assert torch.equal(params["clip." + frozen], before_frozen)
+    with pytest.raises(
+        MethodError,
+        match=r"^method bitfit trains tensors the zero-shot model has not \(extra\); it must "
+        r"define how to interpolate them$",
+    ):
+        method.interpolate(tuned, zero_shot, ["extra"], 0.5)
+
+
+def fixed_encoder(learned: torch.Tensor):
+    """A class encoder whose learned class embeddings are `learned`."""
+    from clipgauge.methods.base import ClassEncoder
+
+    class Fixed(ClassEncoder):
+        def learned_classes(self, tuned):
+            return learned
+
+    return Fixed(len(learned))
+
+
+def test_a_class_encoder_mixes_learned_and_prompt_embeddings(base_clip, tiny_clip_dir):
+    from clipgauge.encoding import tokenize_class_prompts
+    from clipgauge.models.loading import load_clip
+
+    bundle = load_clip(str(tiny_clip_dir), device="cpu")
+    prompts = tokenize_class_prompts(bundle.tokenize, ["cat", "dog"], ["a photo of the {}."])
+    learned = torch.nn.functional.normalize(
+        torch.randn(2, 32, generator=torch.Generator().manual_seed(1)), dim=-1
+    )
+    encoder = fixed_encoder(learned)
+    tuned = TunedClip(copy.deepcopy(base_clip), class_encoder=encoder)
+    with torch.no_grad():
+        from_prompts = tuned.prompt_classes(prompts)
+        assert torch.equal(tuned.encode_classes(prompts), learned)
+        encoder.mix = 0.0
+        assert torch.equal(tuned.encode_classes(prompts), from_prompts)
+        encoder.mix = 0.25
+        mixed = from_prompts + 0.25 * (learned - from_prompts)
+        expected = mixed / mixed.norm(dim=-1, keepdim=True)
+        assert torch.allclose(tuned.encode_classes(prompts), expected, atol=1e-6)
+    three = tokenize_class_prompts(bundle.tokenize, ["cat", "dog", "car"], ["a {}."])
+    with pytest.raises(
+        MethodError, match=r"^this model's class encoder was trained for 2 classes, not 3"
+    ):
+        tuned.encode_classes(three)
+
+
+def test_other_task_view_drops_only_the_class_encoder(base_clip):
+    method = get_method("full")
+    plain = TunedClip(copy.deepcopy(base_clip), image_adapter=torch.nn.Identity())
+    assert method.other_task_view(plain) is plain
+    headed = TunedClip(
+        plain.clip, image_adapter=plain.image_adapter, class_encoder=fixed_encoder(torch.eye(2, 32))
+    )
+    view = method.other_task_view(headed)
+    assert view.class_encoder is None
+    assert view.clip is headed.clip and view.image_adapter is headed.image_adapter
+    head_only = TunedClip(plain.clip, class_encoder=fixed_encoder(torch.eye(2, 32)))
+    with pytest.raises(
+        NotMergeableError, match=r"^method full classifies with class embeddings it learned"
+    ):
+        method.merge(head_only)
+    assert method.on_epoch_start(headed, 1, 3) == 1.0
+
+
+def test_a_class_encoder_counts_as_the_text_side(base_clip):
+    method = get_method("full")
+    encoder = fixed_encoder(torch.eye(2, 32))
+    encoder.weight = torch.nn.Parameter(torch.zeros(2))
+    tuned = TunedClip(copy.deepcopy(base_clip), class_encoder=encoder)
+    for _, param in tuned.named_parameters():
+        param.requires_grad_(False)
+    assert not method.trains_text_tower(tuned)
+    encoder.weight.requires_grad_(True)
+    assert method.trains_text_tower(tuned)
+    assert not method.trains_image_tower(tuned)
+    assert set(method.trained_parameters(tuned)) == {"class_encoder.weight"}
