@@ -327,6 +327,14 @@ def test_default_interpolation_is_a_lerp_of_the_trained_tensors_only(base_clip):
         r"define how to interpolate them$",
     ):
         method.interpolate(tuned, zero_shot, ["extra"], 0.5)
+    with pytest.raises(MethodError, match=r"has not \(a, b, c\); it must"):
+        method.interpolate(tuned, zero_shot, ["a", "b", "c", "d"], 0.5)
+    # zero-shot tensors in another dtype are cast to the parameter's
+    doubled = {k: v.double() for k, v in zero_shot.items()}
+    method.interpolate(tuned, doubled, trained, 0.0)
+    for key in trained:
+        assert params["clip." + key].dtype == torch.float32
+        assert torch.equal(params["clip." + key], zero_shot[key])
 
 
 def fixed_encoder(learned: torch.Tensor):
@@ -361,26 +369,37 @@ def test_a_class_encoder_mixes_learned_and_prompt_embeddings(base_clip, tiny_cli
         expected = mixed / mixed.norm(dim=-1, keepdim=True)
         assert torch.allclose(tuned.encode_classes(prompts), expected, atol=1e-6)
     three = tokenize_class_prompts(bundle.tokenize, ["cat", "dog", "car"], ["a {}."])
-    with pytest.raises(
-        MethodError, match=r"^this model's class encoder was trained for 2 classes, not 3"
-    ):
+    message = (
+        "this model's class encoder was trained for 2 classes, not 3: embed another task's "
+        "classes with the method's other_task_view (clipgauge.training.other_task_bundle)"
+    )
+    with pytest.raises(MethodError, match=f"^{re.escape(message)}$"):
         tuned.encode_classes(three)
 
 
 def test_other_task_view_drops_only_the_class_encoder(base_clip):
     method = get_method("full")
-    plain = TunedClip(copy.deepcopy(base_clip), image_adapter=torch.nn.Identity())
+    identity = torch.nn.Identity
+    plain = TunedClip(copy.deepcopy(base_clip), image_adapter=identity(), text_adapter=identity())
     assert method.other_task_view(plain) is plain
     headed = TunedClip(
-        plain.clip, image_adapter=plain.image_adapter, class_encoder=fixed_encoder(torch.eye(2, 32))
+        plain.clip,
+        image_adapter=plain.image_adapter,
+        text_adapter=plain.text_adapter,
+        class_encoder=fixed_encoder(torch.eye(2, 32)),
     )
     view = method.other_task_view(headed)
     assert view.class_encoder is None
     assert view.clip is headed.clip and view.image_adapter is headed.image_adapter
+    assert view.text_adapter is headed.text_adapter
     head_only = TunedClip(plain.clip, class_encoder=fixed_encoder(torch.eye(2, 32)))
-    with pytest.raises(
-        NotMergeableError, match=r"^method full classifies with class embeddings it learned"
-    ):
+    message = (
+        "method full classifies with class embeddings it learned for its own task's classes "
+        "(a head or learned prompt context), which no CLIPModel produces from class prompts. "
+        "Use the run directly (`clipgauge evaluate --run`, or clipgauge.training.load_run in "
+        "Python)"
+    )
+    with pytest.raises(NotMergeableError, match=f"^{re.escape(message)}$"):
         method.merge(head_only)
     assert method.on_epoch_start(headed, 1, 3) == 1.0
 
