@@ -29,8 +29,8 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/clipgauge study world --out studies/world
 
-# The powered world study behind the README's results (60 min on 2 shared CPU cores with its
-# WiSE-FT sweep; the three methods added since are not yet timed).
+# The powered world study behind the README's results: 171 runs with a WiSE-FT sweep, 80.5
+# minutes on 2 CPU cores shared with other jobs.
 demo-full: $(STAMP)
 	$(VENV)/bin/clipgauge study world-full --out studies/world-full
 
