@@ -103,8 +103,9 @@ def new_clip(
     return model, tokenizer, make_image_processor(image_size)
 
 
-def save_clip(out_dir: str | Path, model: CLIPModel, tokenizer, processor) -> Path:
-    """Save model, tokenizer and image processor as one Hugging Face checkpoint folder."""
+def save_clip(out_dir: str | Path, model: torch.nn.Module, tokenizer, processor) -> Path:
+    """Save model (CLIP or SigLIP), tokenizer and image processor as one Hugging Face
+    checkpoint folder: `CLIPModel` / `SiglipModel.from_pretrained(out_dir)` loads it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -67,6 +67,13 @@ class ClipBundle:
         }
 
 
+def digest_file(path: Path, h) -> None:
+    """Feed a file's bytes to the hashlib object `h` in 4 MiB chunks (checkpoint fingerprints)."""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

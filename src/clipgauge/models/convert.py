@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from clipgauge.errors import ModelError
 from clipgauge.models import backbone
 from clipgauge.models import open_clip_format as ocf
+from clipgauge.models.build import save_clip
 from clipgauge.models.loading import load_clip
 from clipgauge.models.open_clip_tokenizer import OpenClipTokenizer
 
@@ -37,16 +38,6 @@ def preprocess_config(processor) -> dict:
         "interpolation": INTERPOLATIONS[resample],
         "resize_mode": "shortest" if shortest else "squash",
     }
-
-
-def save_hf(model: torch.nn.Module, tokenizer, processor, out: str | Path) -> Path:
-    """A Hugging Face folder: `CLIPModel`/`SiglipModel.from_pretrained(out)` loads it."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
 
 
 def save_open_clip(model: torch.nn.Module, tokenizer, processor, out: str | Path) -> Path:
@@ -83,8 +74,9 @@ def save_model(model, tokenizer, processor, out: str | Path, fmt: str) -> Path:
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ModelError(f"--out {target} exists and is not an empty folder; give a new folder")
-    save = save_open_clip if fmt == "open_clip" else save_hf
-    return save(model, tokenizer, processor, target)
+    if fmt == "open_clip":
+        return save_open_clip(model, tokenizer, processor, target)
+    return save_clip(target, model, tokenizer, processor)
 
 
 def convert(model: str, to: str, out: str | Path) -> Path:

@@ -22,6 +22,7 @@ from clipgauge.models import hub, open_clip_source
 from clipgauge.models.bundle import (
     DTYPES,
     ClipBundle,
+    digest_file,
     quiet_transformers,
     resolve_device,
     resolve_dtype,
@@ -125,12 +126,6 @@ def _locate(name_or_path: str) -> tuple[Path, str]:
     return hub.snapshot(name_or_path), name_or_path
 
 
-def _digest_file(path: Path, h: hashlib._Hash) -> None:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-
-
 def checkpoint_fingerprint(path: Path) -> str:
     """sha256 over the config, preprocessing, tokenizer and weight files of a checkpoint folder."""
     h = hashlib.sha256()
@@ -138,7 +133,7 @@ def checkpoint_fingerprint(path: Path) -> str:
     names += sorted(p.name for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
     for name in names:
         h.update(name.encode() + b"\0")
-        _digest_file(path / name, h)
+        digest_file(path / name, h)
     return h.hexdigest()[:16]
 
 

@@ -26,7 +26,13 @@ except ImportError:  # transformers 4
 from clipgauge.errors import ModelError
 from clipgauge.models import hub
 from clipgauge.models import open_clip_format as ocf
-from clipgauge.models.bundle import ClipBundle, quiet_transformers, resolve_device, resolve_dtype
+from clipgauge.models.bundle import (
+    ClipBundle,
+    digest_file,
+    quiet_transformers,
+    resolve_device,
+    resolve_dtype,
+)
 from clipgauge.models.open_clip_tokenizer import BPE_FILE, VOCAB_SIZE, open_clip_tokenizer
 
 PREFIX = "open_clip:"
@@ -208,14 +214,12 @@ def fingerprint(source: OpenClipSource) -> str:
     tokenizer_files = [folder / n for n in TOKENIZER_FILES if (folder / n).is_file()]
     for path in [source.weights, *(tokenizer_files or [BPE_FILE])]:
         h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
+        digest_file(path, h)
     return h.hexdigest()[:16]
 
 
 def build_model(source: OpenClipSource, tokenizer) -> CLIPModel:
-    ocf.check_representable(source.model_cfg, f"--model {source.spec}")
+    """The CLIPModel of a source whose config `load_open_clip` has checked."""
     try:
         state = load_file(source.weights)
     except (SafetensorError, OSError) as err:
